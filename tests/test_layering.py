@@ -1,0 +1,73 @@
+"""The layering of DESIGN.md §4, checked on the source (static imports) and at run time."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# package -> top-level modules it must never import
+FORBIDDEN: dict[str, set[str]] = {
+    "airrep_core": {"prefect", "fsspec", "s3fs", "storage", "tasks", "flows"},
+    "storage": {"torch", "prefect", "transformers", "airrep_core", "tasks", "flows"},
+    "tasks": {"flows"},
+}
+
+
+def imported_top_level_modules(path: Path) -> set[str]:
+    """Top-level names of every module a file imports (absolute imports, at any depth)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_imported_top_level_modules_sees_nested_imports(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("import os\ndef f():\n    from prefect.flows import flow\n    import torch.nn\n")
+    assert imported_top_level_modules(source) == {"os", "prefect", "torch"}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_respect_layers(package: str) -> None:
+    files = sorted((REPO / package).rglob("*.py"))
+    assert files, f"no sources found for {package}"
+    violations = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in files
+        for name in sorted(imported_top_level_modules(path) & FORBIDDEN[package])
+    ]
+    assert not violations, "layering violations (DESIGN.md §4):\n" + "\n".join(violations)
+
+
+def test_only_tasks_and_flows_import_prefect() -> None:
+    offenders = [
+        str(path.relative_to(REPO))
+        for package in ("airrep_core", "storage", "benchmarks")
+        for path in sorted((REPO / package).rglob("*.py"))
+        if "prefect" in imported_top_level_modules(path)
+    ]
+    assert not offenders, f"only tasks/ and flows/ may import prefect: {offenders}"
+
+
+def test_importing_storage_loads_no_torch_or_prefect() -> None:
+    code = (
+        "import importlib, pkgutil, sys, storage\n"
+        "for m in pkgutil.walk_packages(storage.__path__, 'storage.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted({'torch', 'prefect', 'transformers'} & set(sys.modules))\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == "", f"importing storage loaded: {result.stdout.strip()}"
