@@ -1,0 +1,216 @@
+"""``airrep data ...``: import instruction data into versioned datasets and inspect them.
+
+Commands: ``import PATH... --name NAME``, ``import-samples``, ``list``, ``show NAME``. Every
+command takes ``--root URI`` (default ``$AIRREP_STORAGE_ROOT`` or ``file://<repo>/artifacts``).
+Bad input exits with status 1 and one clear line naming the file, line and field.
+
+No Prefect events are emitted here; :func:`storage.datasets.import_dataset` returns
+``DatasetVersion.created``, the hook point for a ``data.updated`` event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from storage.artifacts import ArtifactStore
+from storage.datasets import (
+    DatasetVersion,
+    dataset_versions,
+    find_version,
+    import_dataset,
+    latest_version,
+    list_datasets,
+    read_examples,
+)
+from storage.errors import StorageError
+from storage.formats import FieldMapping
+from storage.root import default_root_uri
+from storage.sample_data import SAMPLE_DATASETS, sample_data_dir
+
+data_app = typer.Typer(help="Import instruction data into versioned datasets and inspect them.")
+console = Console()
+error_console = Console(stderr=True)
+
+RootOption = Annotated[
+    str | None,
+    typer.Option("--root", help="Storage root URI (file://, s3://); default $AIRREP_STORAGE_ROOT."),
+]
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Turn storage and input errors into one red line on stderr and exit status 1."""
+    try:
+        yield
+    except (StorageError, ValueError, FileNotFoundError) as e:
+        error_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        raise typer.Exit(1) from e
+
+
+def _store(root: str | None) -> ArtifactStore:
+    return ArtifactStore(root or default_root_uri())
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[file]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _import_with_bar(
+    progress: Progress, store: ArtifactStore, paths: Sequence[Path], name: str, **kw: Any
+) -> DatasetVersion:
+    task = progress.add_task(name, total=None, file="")
+
+    def advance(done: int, total: int, current: str) -> None:
+        progress.update(task, completed=done, total=total, file=current)
+
+    return import_dataset(store, paths, name, progress=advance, **kw)
+
+
+def _summary(version: DatasetVersion, seconds: float) -> str:
+    state = "new version" if version.created else "unchanged (version exists)"
+    return (
+        f"{version.name} {version.short_version}: {version.rows:,} rows, "
+        f"{version.duplicates_dropped:,} duplicates dropped, {version.skipped:,} invalid skipped; "
+        f"{state} [{seconds:.1f}s]"
+    )
+
+
+@data_app.command("import")
+def import_command(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders (JSONL, JSON, gz, CSV, Parquet).")
+    ],
+    name: Annotated[str, typer.Option("--name", help="Dataset name (also the rows' source).")],
+    prompt_field: Annotated[
+        list[str] | None,
+        typer.Option("--prompt-field", help="Prompt field; repeat to join several."),
+    ] = None,
+    response_field: Annotated[str | None, typer.Option(help="Response field.")] = None,
+    id_field: Annotated[str | None, typer.Option(help="Field holding the example id.")] = None,
+    group_field: Annotated[str | None, typer.Option(help="Field holding the group.")] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Skip bad rows and report them in the dataset artifact.")
+    ] = False,
+    root: RootOption = None,
+) -> None:
+    """Import PATH... as dataset NAME (format auto-detected unless the fields are named)."""
+    with _clear_errors():
+        mapping = FieldMapping(tuple(prompt_field or ()), response_field, id_field, group_field)
+        store = _store(root)
+        start = time.perf_counter()
+        with _progress() as progress:
+            version = _import_with_bar(
+                progress, store, paths, name, mapping=mapping, skip_invalid=skip_invalid
+            )
+        console.print(_summary(version, time.perf_counter() - start), highlight=False)
+
+
+@data_app.command("import-samples")
+def import_samples_command(root: RootOption = None) -> None:
+    """Import the sample datasets of $AIRREP_DATA_DIR (default ../shared/data)."""
+    with _clear_errors():
+        store = _store(root)
+        console.print(f"sample data: {sample_data_dir()}  ->  {store.root.uri}", highlight=False)
+        summaries = []
+        with _progress() as progress:
+            for sample in SAMPLE_DATASETS.values():
+                start = time.perf_counter()
+                version = _import_with_bar(
+                    progress, store, sample.paths(), sample.name, skip_invalid=sample.skip_invalid
+                )
+                summaries.append(_summary(version, time.perf_counter() - start))
+        for line in summaries:
+            console.print(line, highlight=False)
+
+
+@data_app.command("list")
+def list_command(root: RootOption = None) -> None:
+    """List datasets with their latest version."""
+    with _clear_errors():
+        store = _store(root)
+        table = Table(title=f"datasets in {store.root.uri}")
+        for column in ("name", "latest", "rows", "versions", "created (UTC)"):
+            table.add_column(column)
+        for name in list_datasets(store):
+            versions = dataset_versions(store, name)
+            latest = versions[-1]
+            table.add_row(
+                name,
+                latest.short_version,
+                f"{latest.rows:,}",
+                str(len(versions)),
+                latest.created_at[:19],
+            )
+        console.print(table)
+
+
+@data_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    version: Annotated[
+        str | None, typer.Option(help="Version (hash prefix, >= 6 digits); default the latest.")
+    ] = None,
+    rows: Annotated[int, typer.Option(help="How many example rows to print.")] = 3,
+    root: RootOption = None,
+) -> None:
+    """Show a dataset's versions, its row counts by source and group, and a few rows."""
+    with _clear_errors():
+        store = _store(root)
+        chosen = find_version(store, name, version) if version else latest_version(store, name)
+        versions = Table(title=f"versions of {name}")
+        for column in ("version", "rows", "duplicates", "skipped", "created (UTC)", ""):
+            versions.add_column(column)
+        for v in dataset_versions(store, name):
+            mark = "<- shown" if v.version == chosen.version else ""
+            versions.add_row(
+                v.short_version,
+                f"{v.rows:,}",
+                f"{v.duplicates_dropped:,}",
+                f"{v.skipped:,}",
+                v.created_at[:19],
+                mark,
+            )
+        console.print(versions)
+        examples = read_examples(store, chosen)
+        counts = examples.group_by(["source", "group"]).aggregate([("example_id", "count")])
+        groups = Table(title=f"{name} {chosen.short_version}: {examples.num_rows:,} rows")
+        for column in ("source", "group", "rows"):
+            groups.add_column(column)
+        for record in sorted(counts.to_pylist(), key=lambda r: (r["source"], r["group"] or "")):
+            groups.add_row(
+                record["source"], record["group"] or "-", f"{record['example_id_count']:,}"
+            )
+        console.print(groups)
+        sample = Table(title="first rows")
+        for column in ("example_id", "group", "prompt", "response"):
+            sample.add_column(column, overflow="fold", max_width=60)
+        for record in examples.slice(0, rows).to_pylist():
+            sample.add_row(
+                record["example_id"],
+                record["group"] or "-",
+                _clip(record["prompt"]),
+                _clip(record["response"]),
+            )
+        console.print(sample)
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

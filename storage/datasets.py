@@ -1,0 +1,314 @@
+"""Versioned datasets: importing instruction data into an examples table artifact.
+
+A dataset version is an artifact of stage ``datasets`` whose key is the **version**: the hex
+sha256 of the examples table's content (every row's example_id, prompt, response, source, group,
+content_hash, in order). Importing identical content again publishes nothing (``created=False``);
+changed content publishes a new version and keeps the old ones.
+
+Artifact files: ``examples.parquet`` (schema ``examples``) and, when rows were skipped,
+``skipped.jsonl`` (one ``{"file", "line", "field", "reason"}`` per skipped row). The manifest's
+metadata has the row count, the detected format, the input files, the skip count and the
+duplicate report.
+
+Example ids: the data's own ids where it has them (Dolly's ``id``; or ``id_field``), else the first
+16 hex digits of the content hash, suffixed ``-2``, ``-3``, ... in file order if taken.
+
+Duplicates: rows whose (prompt, response) equals an earlier row's are **dropped** (the first
+occurrence is kept) and reported (count and a few examples), because identical content would
+appear in both a training pool and its held-out targets and has one content hash in the
+embedding store. ``keep_duplicates=True`` keeps them (with distinct ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.errors import ArtifactNotFound, DataValidationError, FormatDetectionError
+from storage.formats import FieldMapping, ParsedRow, input_files, make_extractor, read_records
+from storage.schemas import table_schema
+from storage.tables import read_table, write_table
+
+DATASET_STAGE = "datasets"
+EXAMPLES_FILE = "examples.parquet"
+SKIPPED_FILE = "skipped.jsonl"
+DUPLICATE_EXAMPLES_REPORTED = 5
+
+ProgressCallback = Callable[[int, int, str], None]
+"""``progress(files_done, files_total, current_file_name)``, called after each input file."""
+
+
+def content_hash(prompt: str, response: str) -> str:
+    """Hex sha256 of ``len(prompt bytes) "\\n" prompt response`` in UTF-8 (unambiguous for any texts)."""
+    prompt_bytes = prompt.encode()
+    return hashlib.sha256(
+        b"%d\n%b%b" % (len(prompt_bytes), prompt_bytes, response.encode())
+    ).hexdigest()
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """One published version of a dataset; ``created`` says whether this call published it."""
+
+    name: str
+    version: str
+    ref: ArtifactRef
+    created: bool = False
+
+    @property
+    def rows(self) -> int:
+        """Number of examples."""
+        return self.ref.metadata["rows"]
+
+    @property
+    def short_version(self) -> str:
+        """The first 12 hex digits of the version."""
+        return self.version[:12]
+
+    @property
+    def duplicates_dropped(self) -> int:
+        """Rows dropped because an earlier row had the same content."""
+        return self.ref.metadata["duplicates"]["dropped"]
+
+    @property
+    def skipped(self) -> int:
+        """Invalid rows skipped (``skip_invalid=True``); their report is ``skipped.jsonl``."""
+        return self.ref.metadata["skipped"]
+
+    @property
+    def created_at(self) -> str:
+        """When the version was published (ISO-8601 UTC)."""
+        return self.ref.created_at
+
+
+def import_dataset(
+    store: ArtifactStore,
+    paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    name: str,
+    *,
+    mapping: FieldMapping | None = None,
+    skip_invalid: bool = False,
+    keep_duplicates: bool = False,
+    progress: ProgressCallback | None = None,
+) -> DatasetVersion:
+    """Import the files/folders ``paths`` as dataset ``name`` (see the module docstring).
+
+    Raises ``DataValidationError`` (file, line, field) on the first bad record, publishing nothing;
+    with ``skip_invalid`` bad records are left out and listed in ``skipped.jsonl``. A dataset with
+    no valid row is an error either way.
+    """
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"dataset name {name!r} must be non-empty [A-Za-z0-9_-]")
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    files = input_files(paths)
+    parsed, skipped, format_name = _parse_files(files, mapping, skip_invalid, progress)
+    id_name = mapping.id_field if mapping and mapping.id_field else "id"
+    rows, duplicates = _assign_ids(parsed, skipped, id_name, skip_invalid, keep_duplicates)
+    if not rows:
+        raise DataValidationError(str(files[0]), None, None, "no valid rows in the input")
+    table = _examples_table(rows, name)
+    version = table_version(table)
+    import_id = uuid.uuid4().hex
+    metadata = {
+        "name": name,
+        "rows": table.num_rows,
+        "format": format_name,
+        "mapping": (mapping or FieldMapping()).as_dict(),
+        "inputs": [{"path": str(f.resolve()), "size": f.stat().st_size} for f in files],
+        "skip_invalid": skip_invalid,
+        "skipped": len(skipped),
+        "duplicates": duplicates,
+        "import_id": import_id,
+    }
+
+    def writer(directory: Path) -> dict[str, Any]:
+        write_table(directory / EXAMPLES_FILE, table, "examples")
+        if skipped:
+            with open(directory / SKIPPED_FILE, "w", encoding="utf-8") as f:
+                for error in skipped:
+                    f.write(json.dumps(error.as_record(), ensure_ascii=False) + "\n")
+        return metadata
+
+    ref = store.build(
+        DATASET_STAGE,
+        version,
+        config={
+            "name": name,
+            "schema": "examples",
+            "schema_version": table_schema("examples").version,
+        },
+        inputs=[],
+        writer=writer,
+    )
+    return DatasetVersion(name, version, ref, created=ref.metadata.get("import_id") == import_id)
+
+
+def _parse_files(
+    files: list[Path],
+    mapping: FieldMapping | None,
+    skip_invalid: bool,
+    progress: ProgressCallback | None,
+) -> tuple[list[ParsedRow], list[DataValidationError], str | None]:
+    parsed: list[ParsedRow] = []
+    skipped: list[DataValidationError] = []
+    extract = None
+    format_name = None
+    for done, path in enumerate(files, 1):
+        for item in read_records(path):
+            try:
+                if isinstance(item, DataValidationError):
+                    raise item
+                if extract is None:
+                    format_name, extract = make_extractor(item, mapping)
+                parsed.extend(extract(item))
+            except DataValidationError as e:
+                if not skip_invalid or isinstance(e, FormatDetectionError):
+                    raise
+                skipped.append(e)
+        if progress is not None:
+            progress(done, len(files), path.name)
+    return parsed, skipped, format_name
+
+
+def _assign_ids(
+    parsed: list[ParsedRow],
+    skipped: list[DataValidationError],
+    id_name: str,
+    skip_invalid: bool,
+    keep_duplicates: bool,
+) -> tuple[list[tuple[str, ParsedRow, str]], dict[str, Any]]:
+    """(example_id, row, content_hash) per kept row, and the duplicate report."""
+    rows: list[tuple[str, ParsedRow, str]] = []
+    first_of_hash: dict[str, str] = {}
+    content_of_id: dict[str, str] = {}
+    dropped: list[dict[str, Any]] = []
+    for row in parsed:
+        digest = content_hash(row.prompt, row.response)
+        if digest in first_of_hash and not keep_duplicates:
+            dropped.append({"file": row.file, "line": row.row, "same_as": first_of_hash[digest]})
+            continue
+        if row.example_id is not None:
+            example_id = row.example_id
+            if example_id in content_of_id:
+                error = DataValidationError(
+                    row.file, row.row, id_name, f"id {example_id!r} already used by other content"
+                )
+                if not skip_invalid:
+                    raise error
+                skipped.append(error)
+                continue
+        else:
+            example_id, n = digest[:16], 1
+            while example_id in content_of_id:
+                n += 1
+                example_id = f"{digest[:16]}-{n}"
+        content_of_id[example_id] = digest
+        first_of_hash.setdefault(digest, example_id)
+        rows.append((example_id, row, digest))
+    report = {
+        "dropped": len(dropped),
+        "kept": keep_duplicates,
+        "examples": dropped[:DUPLICATE_EXAMPLES_REPORTED],
+    }
+    return rows, report
+
+
+def _examples_table(rows: list[tuple[str, ParsedRow, str]], name: str) -> pa.Table:
+    return pa.table(
+        {
+            "example_id": [r[0] for r in rows],
+            "prompt": [r[1].prompt for r in rows],
+            "response": [r[1].response for r in rows],
+            "source": [name] * len(rows),
+            "group": pa.array([r[1].group for r in rows], type=pa.string()),
+            "content_hash": [r[2] for r in rows],
+        }
+    )
+
+
+def table_version(table: pa.Table) -> str:
+    """The dataset version: hex sha256 over an examples table's rows, in order.
+
+    Each row contributes its example_id, source, group and content_hash (which covers prompt and
+    response), each length-prefixed, so any change of content, ids, order or labels changes it.
+    """
+    digest = hashlib.sha256()
+    names = ("example_id", "source", "group", "content_hash")
+    for values in zip(*(table.column(n).to_pylist() for n in names), strict=True):
+        for value in values:
+            data = b"\x00" if value is None else value.encode()
+            digest.update(b"%d:%b" % (-1 if value is None else len(data), data))
+    return digest.hexdigest()
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+
+def _as_version(ref: ArtifactRef) -> DatasetVersion:
+    return DatasetVersion(ref.config["name"], ref.key, ref)
+
+
+def list_datasets(store: ArtifactStore) -> list[str]:
+    """The names of the datasets in ``store``, sorted."""
+    return sorted({ref.config["name"] for ref in store.list(DATASET_STAGE)})
+
+
+def dataset_versions(store: ArtifactStore, name: str) -> list[DatasetVersion]:
+    """Every version of dataset ``name``, oldest first (empty if there is none)."""
+    return [_as_version(r) for r in store.list(DATASET_STAGE) if r.config["name"] == name]
+
+
+def latest_version(store: ArtifactStore, name: str) -> DatasetVersion:
+    """The newest version of dataset ``name``; ``ArtifactNotFound`` naming the known datasets."""
+    versions = dataset_versions(store, name)
+    if not versions:
+        raise ArtifactNotFound(
+            f"no dataset {name!r} in {store.root.uri}; datasets: {list_datasets(store)}"
+        )
+    return versions[-1]
+
+
+def find_version(store: ArtifactStore, name: str, version: str) -> DatasetVersion:
+    """The version of ``name`` whose hash starts with ``version`` (at least 6 hex digits)."""
+    if len(version) < 6:
+        raise ValueError(f"version prefix {version!r} is too short: give at least 6 hex digits")
+    matches = [v for v in dataset_versions(store, name) if v.version.startswith(version)]
+    if len(matches) != 1:
+        known = [v.short_version for v in dataset_versions(store, name)]
+        what = "no" if not matches else "more than one"
+        raise ArtifactNotFound(f"{what} version {version!r} of dataset {name!r}; versions: {known}")
+    return matches[0]
+
+
+def read_examples(store: ArtifactStore, version: DatasetVersion | ArtifactRef | str) -> pa.Table:
+    """The examples table of a dataset version (a ``DatasetVersion``, its ref, or its full hash)."""
+    if isinstance(version, DatasetVersion):
+        ref = version.ref
+    elif isinstance(version, ArtifactRef):
+        ref = version
+    else:
+        ref = store.get(DATASET_STAGE, version)
+    return read_table(store, ref, EXAMPLES_FILE, "examples")
+
+
+def read_skipped(store: ArtifactStore, version: DatasetVersion) -> list[dict[str, Any]]:
+    """The skipped-row report of a version (empty when nothing was skipped)."""
+    if SKIPPED_FILE not in version.ref.files:
+        return []
+    text = store.read_bytes(version.ref, SKIPPED_FILE).decode("utf-8")
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def example_records(table: pa.Table) -> list[dict[str, Any]]:
+    """The rows of an examples table as dicts (``example_id``, ``prompt``, ``response``, ...)."""
+    return table.to_pylist()

@@ -1,0 +1,36 @@
+"""Session-wide test settings: offline Hugging Face, private work/cache folders, and one Prefect
+test harness (ephemeral server) shared by every Prefect test."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="airrep-tests-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["AIRREP_WORK_DIR"] = str(_SESSION_DIR / "work")
+os.environ["AIRREP_CACHE_DIR"] = str(_SESSION_DIR / "cache")
+os.environ["AIRREP_PREFECT_CACHE_KEYS"] = str(_SESSION_DIR / "prefect-cache-keys")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One ephemeral Prefect server (SQLite in a temp folder) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def file_root(tmp_path: Path) -> str:
+    """A fresh ``file://`` storage root."""
+    return (tmp_path / "store").as_uri()
