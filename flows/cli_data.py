@@ -4,8 +4,8 @@ Commands: ``import PATH... --name NAME``, ``import-samples``, ``list``, ``show N
 command takes ``--root URI`` (default ``$AIRREP_STORAGE_ROOT`` or ``file://<repo>/artifacts``).
 Bad input exits with status 1 and one clear line naming the file, line and field.
 
-No Prefect events are emitted here; :func:`storage.datasets.import_dataset` returns
-``DatasetVersion.created``, the hook point for a ``data.updated`` event.
+An import that publishes a new version emits ``airrep.dataset.updated`` to the configured Prefect
+server (``PREFECT_API_URL``), which triggers the ``rebuild`` deployment (``prefect.yaml``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.events import DATASET_UPDATED, emit_dataset_updated
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
     DatasetVersion,
@@ -120,6 +121,8 @@ def import_command(
                 progress, store, paths, name, mapping=mapping, skip_invalid=skip_invalid
             )
         console.print(_summary(version, time.perf_counter() - start), highlight=False)
+        if version.created and emit_dataset_updated(version, store.root.uri) is not None:
+            console.print(f"emitted {DATASET_UPDATED} for {name} {version.short_version}")
 
 
 @data_app.command("import-samples")
@@ -136,6 +139,8 @@ def import_samples_command(root: RootOption = None) -> None:
                     progress, store, sample.paths(), sample.name, skip_invalid=sample.skip_invalid
                 )
                 summaries.append(_summary(version, time.perf_counter() - start))
+                if version.created:
+                    emit_dataset_updated(version, store.root.uri)
         for line in summaries:
             console.print(line, highlight=False)
 
