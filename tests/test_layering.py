@@ -33,7 +33,9 @@ def imported_top_level_modules(path: Path) -> set[str]:
 
 def test_imported_top_level_modules_sees_nested_imports(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
-    source.write_text("import os\ndef f():\n    from prefect.flows import flow\n    import torch.nn\n")
+    source.write_text(
+        "import os\ndef f():\n    from prefect.flows import flow\n    import torch.nn\n"
+    )
     assert imported_top_level_modules(source) == {"os", "prefect", "torch"}
 
 

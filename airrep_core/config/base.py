@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, ClassVar, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 from airrep_core.errors import ConfigError
 
@@ -59,7 +60,9 @@ class StageConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}")
+            raise ConfigError(
+                f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}"
+            )
         converted = {}
         for f in dataclasses.fields(cls):
             if f.name in values:
@@ -89,4 +92,6 @@ class StageConfig:
 def require(condition: bool, config: object, field: str, value: Any, allowed: str) -> None:
     """Raise ``ConfigError`` naming the config class, field, bad value and allowed range."""
     if not condition:
-        raise ConfigError(f"{type(config).__name__}.{field}={value!r} is invalid; allowed: {allowed}")
+        raise ConfigError(
+            f"{type(config).__name__}.{field}={value!r} is invalid; allowed: {allowed}"
+        )
