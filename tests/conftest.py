@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from s3_server import BUCKET, MotoS3
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="airrep-tests-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,3 +35,30 @@ def prefect_harness() -> Iterator[None]:
 def file_root(tmp_path: Path) -> str:
     """A fresh ``file://`` storage root."""
     return (tmp_path / "store").as_uri()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """The session's S3 server; AWS_* env vars point every client (and child process) at it."""
+    server = MotoS3()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": server.endpoint,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    server.start()
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_root_uri
 
 from storage.artifacts import MANIFEST_NAME, ArtifactStore, canonical_json, content_key
 from storage.errors import ArtifactConflict, ArtifactNotFound, StorageError
@@ -176,10 +175,8 @@ def _racing_builder(root_uri: str, worker: int, barrier, results) -> None:
 
 
 @pytest.mark.parametrize("kind", ["file", pytest.param("s3", marks=pytest.mark.s3)])
-def test_concurrent_builders_leave_one_valid_artifact(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    root_uri = make_root_uri(kind, tmp_path, request)
+def test_concurrent_builders_leave_one_valid_artifact(kind: str, fresh_root_uri) -> None:
+    root_uri = fresh_root_uri(kind)
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(2), ctx.Queue()
     procs = [

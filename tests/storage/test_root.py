@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BUCKET, MotoS3
+from s3_server import BUCKET, MotoS3
 
 from storage.artifacts import ArtifactStore
 from storage.root import StorageRoot, default_root_uri, is_transient_error
@@ -83,26 +83,34 @@ def _outage(server: MotoS3, seconds: float) -> threading.Thread:
 
 @pytest.mark.s3
 def test_s3_outage_is_survived_by_retries(moto_s3: MotoS3) -> None:
-    # botocore's own retries off, so this is the store's backoff at work.
-    fail_fast = {"config_kwargs": {"retries": {"mode": "standard", "max_attempts": 1}}}
+    # botocore's own retries off, so this is the store's backoff at work. Every store talking
+    # during the outage is a fresh filesystem instance: a cached one may still hold a keep-alive
+    # connection that the stopped server keeps serving, which would hide the outage.
+    fail_fast = {
+        "config_kwargs": {"retries": {"mode": "standard", "max_attempts": 1}},
+        "skip_instance_cache": True,
+    }
     uri = f"s3://{BUCKET}/outage"
-    store = ArtifactStore(StorageRoot(uri, storage_options=fail_fast, retry_base_delay=0.3))
-    ref = store.build("s", "k", config={}, inputs=[], writer=_writes("x", "x"))
 
-    no_retry = ArtifactStore(StorageRoot(uri, storage_options=fail_fast, retries=1))
+    def fresh_store(**kwargs: float) -> ArtifactStore:
+        return ArtifactStore(StorageRoot(uri, storage_options=fail_fast, **kwargs))
+
+    ref = fresh_store().build("s", "k", config={}, inputs=[], writer=_writes("x", "x"))
+
     restart = _outage(moto_s3, 1.5)
     try:
         with pytest.raises(Exception) as failure:
-            no_retry.read_bytes(ref, "x")
+            fresh_store(retries=1).read_bytes(ref, "x")
         assert is_transient_error(failure.value)
         start = time.perf_counter()
-        assert store.read_bytes(ref, "x") == b"x"  # waits out the rest of the outage
-        assert time.perf_counter() - start > 0.3
+        assert fresh_store(retry_base_delay=0.3).read_bytes(ref, "x") == b"x"
+        assert time.perf_counter() - start > 0.3  # it waited out the rest of the outage
     finally:
         restart.join()
 
     restart = _outage(moto_s3, 1.5)
     try:
+        store = fresh_store(retry_base_delay=0.3)
         built = store.build("s", "k2", config={}, inputs=[], writer=_writes("y", "y"))
     finally:
         restart.join()
