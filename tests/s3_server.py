@@ -27,6 +27,9 @@ class MotoS3:
         self._server.start()
 
     def stop(self) -> None:
+        """Stop serving and close the listening socket, so that new connections are refused
+        (moto's own ``stop`` only shuts the serve loop down: connections would queue and hang)."""
         if self._server is not None:
             self._server.stop()
+            self._server._server.server_close()
             self._server = None

@@ -83,7 +83,7 @@ def _outage(server: MotoS3, seconds: float) -> threading.Thread:
 
 @pytest.mark.s3
 def test_s3_outage_is_survived_by_retries(moto_s3: MotoS3) -> None:
-    # botocore's own retries off, so this is the store's backoff at work. Every store talking
+    # botocore's and s3fs's own retries off, so this is the store's backoff at work. Every store talking
     # during the outage is a fresh filesystem instance: a cached one may still hold a keep-alive
     # connection that the stopped server keeps serving, which would hide the outage.
     fail_fast = {
@@ -93,11 +93,14 @@ def test_s3_outage_is_survived_by_retries(moto_s3: MotoS3) -> None:
     uri = f"s3://{BUCKET}/outage"
 
     def fresh_store(**kwargs: float) -> ArtifactStore:
-        return ArtifactStore(StorageRoot(uri, storage_options=fail_fast, **kwargs))
+        root = StorageRoot(uri, storage_options=fail_fast, **kwargs)
+        root.fs.retries = 1  # s3fs's own retry loop (a class attribute) off for this instance
+        return ArtifactStore(root)
 
     ref = fresh_store().build("s", "k", config={}, inputs=[], writer=_writes("x", "x"))
 
-    restart = _outage(moto_s3, 1.5)
+    # Longer than a failing request takes (~2 s of connection attempts under load).
+    restart = _outage(moto_s3, 5.0)
     try:
         with pytest.raises(Exception) as failure:
             fresh_store(retries=1).read_bytes(ref, "x")
