@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,17 +117,38 @@ def import_dataset(
     if not rows:
         raise DataValidationError(str(files[0]), None, None, "no valid rows in the input")
     table = _examples_table(rows, name)
-    version = table_version(table)
-    import_id = uuid.uuid4().hex
     metadata = {
-        "name": name,
-        "rows": table.num_rows,
         "format": format_name,
         "mapping": (mapping or FieldMapping()).as_dict(),
         "inputs": [{"path": str(f.resolve()), "size": f.stat().st_size} for f in files],
         "skip_invalid": skip_invalid,
-        "skipped": len(skipped),
         "duplicates": duplicates,
+    }
+    return publish_examples(store, table, name, metadata, skipped=skipped)
+
+
+def publish_examples(
+    store: ArtifactStore,
+    table: pa.Table,
+    name: str,
+    metadata: Mapping[str, Any],
+    *,
+    skipped: Sequence[DataValidationError] = (),
+) -> DatasetVersion:
+    """Publish an examples table (schema ``examples``) as a version of dataset ``name``.
+
+    The version is the table's content hash: identical content publishes nothing new
+    (``created=False``). ``metadata`` goes into the manifest beside ``name``, ``rows`` and
+    ``skipped``; ``skipped`` rows are listed in ``skipped.jsonl``.
+    """
+    version = table_version(table)
+    import_id = uuid.uuid4().hex
+    manifest_metadata = {
+        "name": name,
+        "rows": table.num_rows,
+        "duplicates": {"dropped": 0, "examples": []},
+        **metadata,
+        "skipped": len(skipped),
         "import_id": import_id,
     }
 
@@ -137,7 +158,7 @@ def import_dataset(
             with open(directory / SKIPPED_FILE, "w", encoding="utf-8") as f:
                 for error in skipped:
                     f.write(json.dumps(error.as_record(), ensure_ascii=False) + "\n")
-        return metadata
+        return manifest_metadata
 
     ref = store.build(
         DATASET_STAGE,
@@ -312,3 +333,25 @@ def read_skipped(store: ArtifactStore, version: DatasetVersion) -> list[dict[str
 def example_records(table: pa.Table) -> list[dict[str, Any]]:
     """The rows of an examples table as dicts (``example_id``, ``prompt``, ``response``, ...)."""
     return table.to_pylist()
+
+
+def sample_dataset(
+    store: ArtifactStore, version: DatasetVersion, n_rows: int, *, seed: int = 0
+) -> DatasetVersion:
+    """A dataset of ``n_rows`` rows drawn from ``version``, named ``<name>-sample<n_rows>``: a
+    pure function of (version, n_rows, seed). Rows are the ``n_rows`` smallest by
+    sha256(seed, example_id), kept in their original order; ids, sources and groups are
+    unchanged. ``version`` itself when it has no more than ``n_rows`` rows."""
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
+    if version.rows <= n_rows:
+        return version
+    table = read_examples(store, version)
+    ids = table.column("example_id").to_pylist()
+    rank = sorted(
+        range(len(ids)), key=lambda i: hashlib.sha256(f"{seed}:{ids[i]}".encode()).digest()
+    )
+    chosen = sorted(rank[:n_rows])
+    sample = table.take(pa.array(chosen, type=pa.int64()))
+    metadata = {"derived_from": {"name": version.name, "version": version.version}, "seed": seed}
+    return publish_examples(store, sample, f"{version.name}-sample{n_rows}", metadata)

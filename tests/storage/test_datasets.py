@@ -22,9 +22,11 @@ from storage.datasets import (
     list_datasets,
     read_examples,
     read_skipped,
+    sample_dataset,
 )
 from storage.errors import ArtifactNotFound, DataValidationError, FormatDetectionError
 from storage.formats import FieldMapping
+from storage.sample_data import SAMPLE_DATASETS
 
 RECORDS = [
     {"question": "What is 2+2?", "answer": "4", "extra": 1},
@@ -307,3 +309,25 @@ def test_missing_and_unsupported_paths(tmp_path: Path, local_store: ArtifactStor
         import_dataset(local_store, tmp_path / "x.txt", "x")
     with pytest.raises(ValueError, match="dataset name"):
         import_dataset(local_store, tmp_path / "x.txt", "bad name")
+
+
+def test_sample_dataset_is_a_deterministic_ordered_subset(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path.as_uri())
+    dolly = import_dataset(store, SAMPLE_DATASETS["dolly"].paths(), "dolly")
+    first = sample_dataset(store, dolly, 50, seed=3)
+    again = sample_dataset(store, dolly, 50, seed=3)
+    other_seed = sample_dataset(store, dolly, 50, seed=4)
+    assert (first.name, first.rows, first.created, again.created) == (
+        "dolly-sample50",
+        50,
+        True,
+        False,
+    )
+    assert again.version == first.version != other_seed.version
+    full_ids = read_examples(store, dolly).column("example_id").to_pylist()
+    sample_rows = read_examples(store, first).to_pylist()
+    positions = [full_ids.index(row["example_id"]) for row in sample_rows]
+    assert positions == sorted(positions)  # a subset, in the original order
+    original = {r["example_id"]: r for r in read_examples(store, dolly).to_pylist()}
+    assert all(original[r["example_id"]] == r for r in sample_rows)
+    assert sample_dataset(store, dolly, dolly.rows) is dolly
