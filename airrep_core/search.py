@@ -1,0 +1,328 @@
+"""Searching stored embeddings: exact chunked top-k, an approximate IVF index, and round-robin
+data selection (DESIGN.md §2 "Scores", §3 "Data selection").
+
+Scores are s(x, z) = Enc(x)ᵀ Enc(z) (higher = more helpful). The exact search streams the stored
+``(n, d)`` matrix in chunks of ``chunk_rows`` rows: one matrix product ``(q, d) @ (d, c)`` per
+chunk, a partial selection of each query row's best ``k``, and a merge with the running best. Ties
+are broken by the lower row index, so the result equals a stable ``argsort`` of the full score
+matrix for any chunk size. A float16 matrix is converted to float32 one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CHUNK_ROWS = 32768
+# float16 chunks are converted to float32 before the product; a smaller chunk keeps the
+# converted copy in cache.
+FLOAT16_CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The best ``k`` rows per query, best first.
+
+    Attributes:
+        scores: ``(n_query, k)`` float32 scores, best first (descending for the most helpful,
+            ascending for the most harmful).
+        indices: ``(n_query, k)`` int64 rows of the searched matrix; ties: lower row first.
+    """
+
+    scores: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return int(self.indices.shape[1])
+
+
+def exact_top_k(
+    queries: np.ndarray,
+    matrix: np.ndarray,
+    k: int,
+    *,
+    largest: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> TopK:
+    """The ``k`` rows of ``matrix`` with the largest (or smallest) score for each query.
+
+    Args:
+        queries: ``(n_query, d)`` float (converted to float32).
+        matrix: ``(n, d)`` float32 or float16, e.g. a memory-mapped store view.
+        k: rows per query; ``min(k, n)`` come back.
+        largest: True for the most helpful (largest s), False for the most harmful (smallest s).
+        chunk_rows: stored rows per matrix product.
+    Returns:
+        :class:`TopK` equal to ``argsort(-S, stable)[:, :k]`` (``argsort(S, stable)`` when
+        ``largest`` is False) of the full score matrix ``S = queries @ matrix.T``.
+    """
+    top, bottom = _scan(queries, matrix, k, chunk_rows, want_top=largest, want_bottom=not largest)
+    result = top if largest else bottom
+    assert result is not None
+    return result
+
+
+def exact_top_and_bottom_k(
+    queries: np.ndarray, matrix: np.ndarray, k: int, *, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> tuple[TopK, TopK]:
+    """(most helpful, most harmful) of :func:`exact_top_k` in one pass over ``matrix``."""
+    top, bottom = _scan(queries, matrix, k, chunk_rows, want_top=True, want_bottom=True)
+    assert top is not None and bottom is not None
+    return top, bottom
+
+
+def _scan(
+    queries: np.ndarray,
+    matrix: np.ndarray,
+    k: int,
+    chunk_rows: int,
+    *,
+    want_top: bool,
+    want_bottom: bool,
+) -> tuple[TopK | None, TopK | None]:
+    q = _checked_queries(queries, matrix)
+    if not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k={k!r} is invalid; allowed: an integer >= 1")
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows={chunk_rows} is invalid; allowed: >= 1")
+    n = int(matrix.shape[0])
+    if n == 0:
+        raise ValueError("cannot search an empty matrix (0 stored rows)")
+    if matrix.dtype == np.float16:
+        chunk_rows = min(chunk_rows, FLOAT16_CHUNK_ROWS)
+    k = min(int(k), n)
+    top: tuple[np.ndarray, np.ndarray] | None = None
+    bottom: tuple[np.ndarray, np.ndarray] | None = None
+    for start in range(0, n, chunk_rows):
+        chunk = np.asarray(matrix[start : start + chunk_rows])
+        if chunk.dtype != np.float32:
+            chunk = chunk.astype(np.float32)
+        scores = q @ chunk.T
+        if want_top:
+            top = _merge(top, _chunk_best(scores, k, start), k)
+        if want_bottom:
+            np.negative(scores, out=scores)  # -(q·z) is exact: the smallest become the largest
+            bottom = _merge(bottom, _chunk_best(scores, k, start), k)
+    top_k = TopK(top[0], top[1]) if top is not None else None
+    bottom_k = TopK(-bottom[0], bottom[1]) if bottom is not None else None
+    return top_k, bottom_k
+
+
+def _checked_queries(queries: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    if matrix.ndim != 2:
+        raise ValueError(f"matrix must be 2-D (n, d), got shape {tuple(matrix.shape)}")
+    if matrix.dtype not in (np.float32, np.float16):
+        raise TypeError(f"matrix dtype {matrix.dtype} is not supported; allowed: float32, float16")
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != matrix.shape[1]:
+        raise ValueError(
+            f"queries must be (n_query, {matrix.shape[1]}), got shape {tuple(np.shape(queries))}"
+        )
+    if q.shape[0] == 0:
+        raise ValueError("no queries given (0 rows)")
+    if not np.isfinite(q).all():
+        raise ValueError("queries contain NaN or infinite values")
+    return q
+
+
+def _chunk_best(scores: np.ndarray, k: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``min(k, c)`` largest of ``scores (q, c)``, ties by lower column, unsorted.
+
+    ``argpartition`` picks an arbitrary subset of the values tied at the k-th largest; rows
+    where that matters (more tied values than were picked) are redone with the lowest columns.
+    """
+    c = scores.shape[1]
+    if c <= k:
+        columns = np.broadcast_to(np.arange(c, dtype=np.int64), scores.shape)
+        return scores.copy(), columns + offset
+    columns = np.argpartition(scores, c - k, axis=1)[:, c - k :]
+    values = np.take_along_axis(scores, columns, axis=1)
+    threshold = values.min(axis=1, keepdims=True)
+    tied_all = np.count_nonzero(scores == threshold, axis=1)
+    tied_picked = np.count_nonzero(values == threshold, axis=1)
+    for row in np.flatnonzero(tied_all > tied_picked):
+        above = np.flatnonzero(scores[row] > threshold[row])
+        ties = np.flatnonzero(scores[row] == threshold[row])[: k - above.size]
+        columns[row] = np.concatenate([above, ties])
+        values[row] = scores[row, columns[row]]
+    return values, columns.astype(np.int64) + offset
+
+
+def _merge(
+    best: tuple[np.ndarray, np.ndarray] | None, new: tuple[np.ndarray, np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of the running best and a chunk's candidates, sorted (score desc, row asc)."""
+    if best is None:
+        values, rows = new
+    else:
+        values = np.concatenate([best[0], new[0]], axis=1)
+        rows = np.concatenate([best[1], new[1]], axis=1)
+    order = np.lexsort((rows, -values), axis=1)[:, :k]
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+# ---- approximate search ----------------------------------------------------------------------
+
+
+class IvfIndex:
+    """An approximate inner-product index (faiss ``IndexIVFFlat``) over stored embeddings.
+
+    k-means cells are trained on a seeded sample of the rows; a query visits its ``nprobe`` best
+    cells. The most harmful rows are the most helpful of the negated query. Recall against
+    :func:`exact_top_k` is measured by ``benchmarks/search_latency.py``.
+    """
+
+    def __init__(self, index: object, dim: int) -> None:
+        self._index = index
+        self.dim = dim
+
+    @classmethod
+    def build(
+        cls,
+        matrix: np.ndarray,
+        *,
+        nlist: int,
+        seed: int,
+        train_rows: int | None = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> IvfIndex:
+        """Train ``nlist`` cells on ``train_rows`` sampled rows (default ``64 * nlist``, at most
+        all) and add every row of ``matrix (n, d)`` (float32 or float16), chunk by chunk."""
+        faiss = _faiss()
+        n, dim = (int(s) for s in matrix.shape)
+        nlist = min(int(nlist), n)
+        if nlist < 1:
+            raise ValueError(f"nlist={nlist} is invalid; allowed: >= 1")
+        sample = min(n, train_rows or 64 * nlist)
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = int(seed)
+        index.train(np.ascontiguousarray(matrix[rows], dtype=np.float32))
+        for start in range(0, n, chunk_rows):
+            index.add(np.ascontiguousarray(matrix[start : start + chunk_rows], dtype=np.float32))
+        return cls(index, dim)
+
+    @property
+    def rows(self) -> int:
+        return int(self._index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int, largest: bool = True) -> TopK:
+        """Approximate :func:`exact_top_k`; rows it cannot fill get index -1 and score NaN."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must be (n_query, {self.dim}), got {tuple(q.shape)}")
+        if q.shape[0] == 0:
+            raise ValueError("no queries given (0 rows)")
+        self._index.nprobe = int(nprobe)
+        k = min(int(k), self.rows)
+        scores, indices = self._index.search(q if largest else -q, k)
+        scores = scores.astype(np.float32)
+        scores[indices < 0] = np.nan
+        return TopK(scores if largest else -scores, indices.astype(np.int64))
+
+    def save(self, path: str | Path) -> None:
+        """Write the index to a local file (faiss's own format)."""
+        _faiss().write_index(self._index, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> IvfIndex:
+        """Read an index written by :meth:`save`."""
+        index = _faiss().read_index(str(path))
+        return cls(index, int(index.d))
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError(
+            "the approximate index needs faiss-cpu (extra 'bench'): pip install faiss-cpu"
+        ) from e
+    return faiss
+
+
+def recall_at_k(approximate: TopK, exact: TopK) -> float:
+    """Mean over queries of |approximate ∩ exact| / k (the exact top-k as ground truth)."""
+    hits = [
+        len(set(a.tolist()) & set(e.tolist()))
+        for a, e in zip(approximate.indices, exact.indices, strict=True)
+    ]
+    return float(np.mean(hits) / exact.k)
+
+
+# ---- data selection --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Pool rows chosen for a target task, in the order they were taken.
+
+    Attributes:
+        indices: ``(budget,)`` int64 pool rows.
+        ranks: ``(budget,)`` int64 0-based rank of the row in the list it was taken from (its
+            best rank over the targets).
+        targets: ``(budget,)`` int64 target whose list it was taken from.
+        scores: ``(budget,)`` float32 s(target, row).
+    """
+
+    indices: np.ndarray
+    ranks: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+
+
+def round_robin_select(
+    target_embeddings: np.ndarray,
+    pool_embeddings: np.ndarray,
+    budget: int,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> Selection:
+    """Select ``budget`` pool rows for a target task, round-robin over its examples.
+
+    The paper's rule (§3 "Data selection"): each target ranks the pool by s(target, z), best
+    first; rows are taken at rank 0 of target 0, 1, ..., then rank 1 of each target, and so on,
+    skipping rows already taken. So a row's position follows its best rank over the targets
+    (ties: the earlier target). Only each target's top ``depth`` rows are searched; ``depth``
+    grows until the budget is met (the order is a prefix of the full round-robin order).
+
+    Args:
+        target_embeddings: ``(n_targets, d)``.
+        pool_embeddings: ``(n_pool, d)`` float32 or float16.
+        budget: rows to select, ``1 <= budget <= n_pool``.
+    """
+    n_pool = int(pool_embeddings.shape[0])
+    if not isinstance(budget, int | np.integer) or not 1 <= budget <= n_pool:
+        raise ValueError(f"budget={budget!r} is invalid; allowed: 1..{n_pool} (the pool size)")
+    n_targets = int(np.shape(target_embeddings)[0])
+    if n_targets == 0:
+        raise ValueError("no target examples given (0 rows)")
+    depth = min(n_pool, max(1, math.ceil(2 * budget / n_targets)))
+    while True:
+        top = exact_top_k(target_embeddings, pool_embeddings, depth, chunk_rows=chunk_rows)
+        taken = _round_robin(top, budget)
+        if taken is not None:
+            return taken
+        depth = min(n_pool, depth * 4)
+
+
+def _round_robin(top: TopK, budget: int) -> Selection | None:
+    """The first ``budget`` distinct rows in rank-major order, or None if there are fewer."""
+    n_targets = top.indices.shape[0]
+    order = top.indices.T.ravel()  # rank 0 of every target, then rank 1, ...
+    _, first = np.unique(order, return_index=True)
+    if first.size < budget:
+        return None
+    positions = np.sort(first)[:budget]
+    ranks, targets = np.divmod(positions, n_targets)
+    return Selection(
+        indices=order[positions].astype(np.int64),
+        ranks=ranks.astype(np.int64),
+        targets=targets.astype(np.int64),
+        scores=top.scores[targets, ranks].astype(np.float32),
+    )

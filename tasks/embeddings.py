@@ -1,0 +1,240 @@
+"""Embedding-store steps: refresh a dataset's embeddings with an encoder checkpoint, and open the
+store for attribution queries (DESIGN.md §4; the store itself is ``storage.embedding_store``).
+
+Plain functions, no Prefect: the pipeline's task wrappers and the CLI call them.
+
+- An encoder checkpoint is an artifact of stage ``encoder`` whose files are a saved
+  ``AirRepEncoder`` directory (at the top, or in an ``encoder/`` folder).
+- :func:`refresh_embeddings` embeds what the store lacks of a dataset version and publishes its
+  view; :func:`open_index` reads a view (memory-mapped) into an ``AttributionIndex``.
+- :func:`write_selection` writes data-selection output as a JSONL file that ``airrep data import``
+  (``storage.datasets.import_dataset``) reads, and optionally imports it as a dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from airrep_core.attribution import AttributionIndex, ExampleEncoder, SelectedExample
+from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
+from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder
+from airrep_core.examples import encoder_text
+from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.datasets import DatasetVersion, import_dataset, read_examples
+from storage.embedding_store import (
+    EmbeddingMatrix,
+    ProgressCallback,
+    StoreSpec,
+    find_view,
+    load_view,
+    refresh_view,
+)
+from storage.errors import ArtifactNotFound
+from storage.formats import FieldMapping
+from tasks.references import StepRef
+
+ENCODER_STAGE = "encoder"
+ENCODER_SUBDIR = "encoder"
+MIN_KEY_PREFIX = 6
+
+
+class EncoderNotFound(ArtifactNotFound):
+    """No encoder checkpoint matches the requested key."""
+
+
+def resolve_encoder(store: ArtifactStore, key: str | None = None) -> ArtifactRef:
+    """The encoder artifact whose key starts with ``key`` (>= 6 hex digits); the newest one when
+    ``key`` is None or ``"latest"``. :class:`EncoderNotFound` lists the known keys otherwise."""
+    encoders = store.list(ENCODER_STAGE)
+    known = [ref.key[:12] for ref in encoders]
+    if key is None or key == "latest":
+        if not encoders:
+            raise EncoderNotFound(
+                f"no encoder checkpoint in {store.root.uri} (stage {ENCODER_STAGE!r})"
+            )
+        return encoders[-1]
+    if len(key) < MIN_KEY_PREFIX:
+        raise ValueError(
+            f"encoder key {key!r} is too short: give at least {MIN_KEY_PREFIX} hex digits"
+        )
+    matches = [ref for ref in encoders if ref.key.startswith(key)]
+    if len(matches) != 1:
+        what = "unknown" if not matches else "ambiguous"
+        raise EncoderNotFound(
+            f"{what} encoder {key!r} in {store.root.uri}; encoders: {known or 'none'}"
+        )
+    return matches[0]
+
+
+def encoder_directory(store: ArtifactStore, ref: ArtifactRef) -> Path:
+    """The local directory of the saved encoder inside an encoder artifact."""
+    directory = store.local_dir(ref)
+    if (directory / ENCODER_CONFIG_FILE).is_file():
+        return directory
+    if (directory / ENCODER_SUBDIR / ENCODER_CONFIG_FILE).is_file():
+        return directory / ENCODER_SUBDIR
+    raise ValueError(
+        f"encoder artifact {ref.uri} holds no saved AirRepEncoder ({ENCODER_CONFIG_FILE} at the "
+        f"top or in {ENCODER_SUBDIR}/); files: {sorted(ref.files)[:10]}"
+    )
+
+
+def load_encoder(store: ArtifactStore, ref: ArtifactRef) -> AirRepEncoder:
+    """The encoder checkpoint of ``ref``, loaded for inference."""
+    return AirRepEncoder.from_pretrained(encoder_directory(store, ref)).eval()
+
+
+def embed_function(encoder: ExampleEncoder | AirRepEncoder, config: EmbeddingConfig):
+    """``rows -> (n, d) float32``: the encoder on ``encoder_text(prompt, response)`` of each row."""
+
+    def embed(rows: pa.Table) -> np.ndarray:
+        texts = [
+            encoder_text(p, r)
+            for p, r in zip(
+                rows.column("prompt").to_pylist(), rows.column("response").to_pylist(), strict=True
+            )
+        ]
+        return encoder.encode(texts, config.batch_size, precision=config.precision)
+
+    return embed
+
+
+@dataclass(frozen=True)
+class EmbeddingRefresh:
+    """The outcome of :func:`refresh_embeddings` (small and JSON-ready, like every step's)."""
+
+    root: str
+    view_key: str
+    view_uri: str
+    encoder_key: str
+    dataset_version: str
+    dtype: str
+    rows: int
+    encoded: int
+    reused: int
+    parts_written: int
+    created: bool
+    seconds: float
+
+    def step_ref(self) -> StepRef:
+        """The view as a :class:`~tasks.references.StepRef` with this summary."""
+        summary = {
+            k: v for k, v in asdict(self).items() if k not in ("root", "view_key", "view_uri")
+        }
+        return StepRef(self.root, "embeddings", self.view_key, self.view_uri, summary)
+
+
+def refresh_embeddings(
+    store: ArtifactStore,
+    encoder_ref: ArtifactRef,
+    dataset_version: DatasetVersion,
+    config: EmbeddingConfig,
+    *,
+    encoder: AirRepEncoder | None = None,
+    progress: ProgressCallback | None = None,
+) -> EmbeddingRefresh:
+    """Embed the rows of ``dataset_version`` that the store of ``encoder_ref`` lacks (incremental,
+    resumable) and publish the version's view. ``encoder``: an already-loaded copy of the
+    checkpoint (loaded from the artifact when None)."""
+    start = time.perf_counter()
+    spec = StoreSpec(encoder_ref.key, config.dtype, config.precision)
+    examples = read_examples(store, dataset_version)
+    loaded: dict[str, Any] = {}
+
+    def embed(rows: pa.Table) -> np.ndarray:  # loads the encoder only when something is new
+        if "fn" not in loaded:
+            loaded["fn"] = embed_function(encoder or load_encoder(store, encoder_ref), config)
+        return loaded["fn"](rows)
+
+    result = refresh_view(
+        store,
+        spec,
+        dataset_version.version,
+        examples,
+        embed,
+        part_rows=config.part_rows,
+        progress=progress,
+    )
+    return EmbeddingRefresh(
+        root=store.root.uri,
+        view_key=result.view.key,
+        view_uri=result.view.uri,
+        encoder_key=encoder_ref.key,
+        dataset_version=dataset_version.version,
+        dtype=config.dtype,
+        rows=result.rows,
+        encoded=result.encoded,
+        reused=result.reused,
+        parts_written=result.parts_written,
+        created=result.created,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+
+
+def open_index(
+    store: ArtifactStore,
+    encoder_ref: ArtifactRef,
+    dataset_version: DatasetVersion,
+    config: SearchConfig | None = None,
+    *,
+    dtype: str | None = None,
+    encoder: AirRepEncoder | None = None,
+) -> tuple[AttributionIndex, EmbeddingMatrix]:
+    """An :class:`AttributionIndex` over the stored view of ``dataset_version`` by ``encoder_ref``
+    (``EmbeddingsNotFound`` when it was never embedded), and the memory-mapped view."""
+    view = find_view(store, encoder_ref.key, dataset_version.version, dtype=dtype)
+    matrix = load_view(store, view)
+    index = AttributionIndex(
+        encoder or load_encoder(store, encoder_ref),
+        matrix.embeddings,
+        matrix.example_ids,
+        config or SearchConfig(),
+    )
+    return index, matrix
+
+
+def write_selection(
+    store: ArtifactStore,
+    pool: DatasetVersion,
+    selected: Sequence[SelectedExample],
+    path: str | Path,
+    *,
+    import_as: str | None = None,
+) -> tuple[Path, DatasetVersion | None]:
+    """Write the selected pool examples as JSONL (``id``, ``prompt``, ``response``, ``group``,
+    ``selection_order``, ``best_rank``, ``target_id``, ``score``) in selection order; with
+    ``import_as``, import the file as that dataset (ids and groups kept)."""
+    examples = read_examples(store, pool)
+    by_id = {row["example_id"]: row for row in examples.to_pylist()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for item in selected:
+            row = by_id[item.example_id]
+            record = {
+                "id": item.example_id,
+                "prompt": row["prompt"],
+                "response": row["response"],
+                "group": row["group"],
+                "selection_order": item.order,
+                "best_rank": item.best_rank,
+                "target_id": item.target_id,
+                "score": item.score,
+            }
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    if import_as is None:
+        return path, None
+    imported = import_dataset(
+        store, path, import_as, mapping=FieldMapping(id_field="id", group_field="group")
+    )
+    return path, imported
