@@ -1,14 +1,22 @@
 """The ``airrep`` command-line interface.
 
-Sub-commands are grouped by what users do: ``data`` (import and inspect datasets) and ``run``
-(the pipeline on embedded defaults). ``airrep COMMAND --help`` explains each one.
+Commands by what users do: ``run`` (the pipeline on embedded defaults), ``data`` (import and
+inspect datasets), ``embed`` / ``attribute`` / ``group-influence`` / ``select`` (queries over the
+embedding store). ``airrep COMMAND --help`` explains each one.
 """
 
 from __future__ import annotations
 
-import typer
+import os
+import time
+from typing import Annotated
 
-from flows.cli_data import data_app, import_samples_command, list_command
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows import cli_query
+from flows.cli_data import data_app
 
 app = typer.Typer(
     help=(
@@ -20,17 +28,64 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data_app, name="data")
+cli_query.register(app)
+console = Console()
 
 
 @app.command("run")
 def run_command(
-    root: str | None = typer.Option(
-        None, "--root", help="Storage root URI (file://, s3://); default $AIRREP_STORAGE_ROOT."
-    ),
+    preset: Annotated[
+        str, typer.Option(help="tiny (minutes on a CPU), mini (the CPU benchmark) or paper (GPUs).")
+    ] = "tiny",
+    root: Annotated[
+        str | None,
+        typer.Option(
+            "--root", help="Storage root URI (file://, s3://); default $AIRREP_STORAGE_ROOT."
+        ),
+    ] = None,
+    import_data: Annotated[
+        bool,
+        typer.Option(help="Import the sample datasets first (unchanged files import nothing)."),
+    ] = True,
+    parallel_shards: Annotated[
+        int, typer.Option(help="Label shards fine-tuned at once in this process.")
+    ] = 1,
 ) -> None:
-    """Run the main job on embedded defaults: import the sample datasets and summarise them."""
-    import_samples_command(root=root)
-    list_command(root=root)
+    """Run the AirRep pipeline in-process: import data, generate labels, train the encoder, embed
+    the pool, and attribute an example. Uses Prefect's ephemeral mode unless PREFECT_API_URL
+    points at a server; every stage whose artifact exists in the store is skipped."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    from flows.pipeline import pipeline_flow
+
+    started = time.perf_counter()
+    result = pipeline_flow(
+        preset=preset, root=root, import_data=import_data, parallel_shards=parallel_shards
+    )
+    _print_result(result, time.perf_counter() - started)
+
+
+def _print_result(result: dict, seconds: float) -> None:
+    stages = Table(title=f"AirRep pipeline: done in {seconds:.0f}s")
+    for column in ("stage", "artifact", "summary"):
+        stages.add_column(column)
+    for stage in ("labels", "encoder", "pool", "embeddings"):
+        ref = result[stage]
+        summary = ", ".join(f"{k}={v}" for k, v in ref.summary.items() if not isinstance(v, dict))
+        stages.add_row(stage, ref.uri, summary[:120])
+    console.print(stages)
+    example = result["example"]
+    if not example:
+        return
+    console.print(
+        f"\n[bold]Query[/] ({example[0]['query_id']}): {example[0]['query_prompt'][:200]}"
+    )
+    table = Table(title="Most helpful and most harmful pool examples (score = Enc(x)·Enc(z))")
+    for column in ("direction", "rank", "score", "example", "prompt → response"):
+        table.add_column(column)
+    for r in example:
+        text = f"{r['prompt'][:90]} → {r['response'][:40]}".replace("\n", " ")
+        table.add_row(r["direction"], str(r["rank"]), f"{r['score']:.3f}", r["example_id"], text)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from airrep_core.attribution import AttributionIndex, ExampleEncoder, SelectedExample
 from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
-from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder
+from airrep_core.encoder import AirRepEncoder
 from airrep_core.examples import encoder_text
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples
@@ -39,10 +39,9 @@ from storage.embedding_store import (
 )
 from storage.errors import ArtifactNotFound
 from storage.formats import FieldMapping
+from tasks.encoder import ENCODER_STAGE, load_encoder
 from tasks.references import StepRef
 
-ENCODER_STAGE = "encoder"
-ENCODER_SUBDIR = "encoder"
 MIN_KEY_PREFIX = 6
 
 
@@ -72,24 +71,6 @@ def resolve_encoder(store: ArtifactStore, key: str | None = None) -> ArtifactRef
             f"{what} encoder {key!r} in {store.root.uri}; encoders: {known or 'none'}"
         )
     return matches[0]
-
-
-def encoder_directory(store: ArtifactStore, ref: ArtifactRef) -> Path:
-    """The local directory of the saved encoder inside an encoder artifact."""
-    directory = store.local_dir(ref)
-    if (directory / ENCODER_CONFIG_FILE).is_file():
-        return directory
-    if (directory / ENCODER_SUBDIR / ENCODER_CONFIG_FILE).is_file():
-        return directory / ENCODER_SUBDIR
-    raise ValueError(
-        f"encoder artifact {ref.uri} holds no saved AirRepEncoder ({ENCODER_CONFIG_FILE} at the "
-        f"top or in {ENCODER_SUBDIR}/); files: {sorted(ref.files)[:10]}"
-    )
-
-
-def load_encoder(store: ArtifactStore, ref: ArtifactRef) -> AirRepEncoder:
-    """The encoder checkpoint of ``ref``, loaded for inference."""
-    return AirRepEncoder.from_pretrained(encoder_directory(store, ref)).eval()
 
 
 def embed_function(encoder: ExampleEncoder | AirRepEncoder, config: EmbeddingConfig):

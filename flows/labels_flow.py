@@ -1,0 +1,160 @@
+"""The label-generation flow: base model, splits, fine-tune-and-evaluate shards, gathered labels.
+
+Shards of (split, subset) units are dispatched either in-process (a bounded thread task runner)
+or, with ``dispatch="deployment"``, as flow runs of the ``label-shard`` deployment on the ``gpu``
+work pool (one worker per GPU); the parent waits for them and reads their units from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from prefect import flow, task
+from prefect.deployments import run_deployment
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from airrep_core.config.labels import FinetuneConfig, LabelsConfig
+from tasks import labels
+from tasks.label_tasks import (
+    Unit,
+    gather_labels,
+    label_shard,
+    prepare_base_model,
+    sample_splits,
+)
+from tasks.monitoring import publish_table, run_logger
+from tasks.references import StepRef, open_store
+
+LABEL_SHARD_DEPLOYMENT = "label-shard/label-shard"
+Dispatch = Literal["local", "deployment"]
+
+
+def plan_shards(splits: StepRef, shard_size: int) -> list[list[Unit]]:
+    """The units of every split, in order, cut into shards of at most ``shard_size``."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    store = open_store(splits.root)
+    units = [
+        (split.split_id, j)
+        for split in labels.read_splits(store, splits.resolve())
+        for j in split.subset_ids
+    ]
+    return [units[i : i + shard_size] for i in range(0, len(units), shard_size)]
+
+
+def shard_name(index: int, units: Sequence[Unit]) -> str:
+    """A readable shard name: ``3-s1.8-s1.15`` (index, first and last unit)."""
+    first, last = units[0], units[-1]
+    return f"{index}-s{first[0]}.{first[1]}-s{last[0]}.{last[1]}"
+
+
+@flow(name="label-shard", flow_run_name="label-shard-{name}", log_prints=True)
+def label_shard_flow(
+    root: str,
+    dataset: StepRef,
+    base: StepRef,
+    splits: StepRef,
+    finetune: FinetuneConfig,
+    units: list[Unit],
+    name: str,
+) -> list[StepRef]:
+    """One shard as its own flow run: what the ``label-shard`` deployment runs on a GPU worker."""
+    return label_shard(root, dataset, base, splits, finetune, units, name)
+
+
+@task(name="dispatch-label-shard", task_run_name="dispatch-{name}")
+def dispatch_shard(
+    deployment: str,
+    root: str,
+    dataset: StepRef,
+    base: StepRef,
+    splits: StepRef,
+    finetune: FinetuneConfig,
+    units: list[Unit],
+    name: str,
+) -> str:
+    """Run one shard as a flow run of ``deployment`` and wait for it; returns the flow run id."""
+    flow_run = run_deployment(
+        deployment,
+        parameters={
+            "root": root,
+            "dataset": dataset,
+            "base": base,
+            "splits": splits,
+            "finetune": finetune,
+            "units": units,
+            "name": name,
+        },
+        flow_run_name=f"label-shard-{name}",
+        timeout=None,
+        poll_interval=2,
+        tags=["label-shard"],
+    )
+    if not flow_run.state or not flow_run.state.is_completed():
+        raise RuntimeError(f"label shard {name}: flow run {flow_run.id} ended {flow_run.state}")
+    return str(flow_run.id)
+
+
+@flow(
+    name="generate-labels",
+    flow_run_name="labels-{dataset.stage}-{dataset.key:.8}",
+    task_runner=ThreadPoolTaskRunner(max_workers=8),
+    log_prints=True,
+)
+def generate_labels_flow(
+    root: str,
+    dataset: StepRef,
+    config: LabelsConfig,
+    dispatch: Dispatch = "local",
+    shard_size: int = 8,
+    parallel_shards: int = 1,
+    deployment: str = LABEL_SHARD_DEPLOYMENT,
+) -> StepRef:
+    """Labels of ``config`` for a dataset version: the subset-losses table (DESIGN.md §2).
+
+    Args:
+        root: storage root URI.
+        dataset: the dataset version (``StepRef`` of a ``dataset`` artifact).
+        config: sampling, base-model and fine-tuning configs.
+        dispatch: ``local`` runs shards in this process, ``parallel_shards`` at a time;
+            ``deployment`` runs each shard as a flow run of ``deployment`` (GPU work pool).
+        shard_size: (split, subset) units per shard (dispatch costs seconds, a unit less).
+    """
+    if parallel_shards < 1:
+        raise ValueError(f"parallel_shards must be >= 1, got {parallel_shards}")
+    logger = run_logger()
+    base = prepare_base_model(root, dataset, config.base)
+    splits = sample_splits(root, dataset, config.sampling, config.base)
+    shards = plan_shards(splits, shard_size)
+    names = [shard_name(i, units) for i, units in enumerate(shards)]
+    logger.info("%d units in %d shards, dispatch=%s", sum(map(len, shards)), len(shards), dispatch)
+    if dispatch == "deployment":
+        futures = [
+            dispatch_shard.submit(deployment, root, dataset, base, splits, config.finetune, u, n)
+            for u, n in zip(shards, names, strict=True)
+        ]
+        for future in futures:
+            future.result()
+    elif dispatch == "local":
+        for start in range(0, len(shards), parallel_shards):
+            batch = range(start, min(start + parallel_shards, len(shards)))
+            futures = [
+                label_shard.submit(
+                    root, dataset, base, splits, config.finetune, shards[i], names[i]
+                )
+                for i in batch
+            ]
+            for future in futures:
+                future.result()
+    else:
+        raise ValueError(f"dispatch must be 'local' or 'deployment', got {dispatch!r}")
+    result = gather_labels(
+        root, dataset, base, splits, config.finetune, {"labels": config.to_dict()}
+    )
+    publish_table(
+        "labels-summary",
+        [{"artifact": result.uri, **result.summary}],
+        "Label generation: rows, units and the mean per-target loss spread across subsets",
+    )
+    return result

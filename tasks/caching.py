@@ -1,0 +1,71 @@
+"""Prefect cache policy for steps whose outputs live in the artifact store.
+
+The store is the cache (DESIGN.md §4): each step skips work whose content key exists. Prefect's
+own cache only keeps the small ``StepRef`` results, keyed on the task's inputs (configs and input
+references) and source. Before a cached result is reused, every artifact it references is checked
+in its store; a cached reference to a deleted artifact is a miss, so the step runs and recomputes.
+
+Cache-key records and results are kept in separate folders (``PREFECT_HOME``-relative by
+default): Prefect misbehaves when both share one folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.context import TaskRunContext
+
+from tasks.references import step_refs
+
+log = logging.getLogger("airrep.caching")
+
+
+def cache_key_folder() -> Path:
+    """Where cache-key records go: ``$AIRREP_PREFECT_CACHE_KEYS`` or ``~/.airrep/prefect-cache-keys``."""
+    configured = os.environ.get("AIRREP_PREFECT_CACHE_KEYS")
+    folder = Path(configured) if configured else Path.home() / ".airrep" / "prefect-cache-keys"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@dataclass
+class StoreVerifiedInputs(CachePolicy):
+    """Cache on (task source, inputs); a hit counts only while its artifacts still exist."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        key = (INPUTS + TASK_SOURCE).compute_key(task_ctx, inputs, flow_parameters, **kwargs)
+        if key is None:
+            return None
+        result_store = task_ctx.result_store  # already configured with this policy's key storage
+        try:
+            if not result_store.exists(key):
+                return key
+            cached = result_store.read(key).result
+        except Exception as e:  # an unreadable cache entry is a miss, never a failure
+            log.warning("cache entry %s unreadable (%s): recomputing", key, e)
+            return None
+        missing = [ref for ref in step_refs(cached) if not ref.exists()]
+        if missing:
+            log.info(
+                "cached result of %s references deleted artifacts (%s): recomputing",
+                task_ctx.task.name,
+                ", ".join(f"{r.stage}/{r.key[:12]}" for r in missing),
+            )
+            return None
+        return key
+
+
+def store_verified_cache() -> StoreVerifiedInputs:
+    """The cache policy of every store-backed task (key records in their own folder)."""
+    return StoreVerifiedInputs().configure(key_storage=cache_key_folder())

@@ -1,0 +1,103 @@
+"""Training the AirRep encoder over the artifact store (DESIGN.md §2 "Training").
+
+Stage ``encoder``: the trained encoder as a Hugging Face-style directory (``AirRepEncoder.save``)
+in ``encoder/``, plus ``history.json`` (the training curve). Key: the stage config and the keys of the label set
+and of the dataset version holding the examples. Training checkpoints go to a local work folder
+named by that key, so a killed training resumes from its last checkpoint; the folder is removed
+once the artifact is published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from airrep_core.config.pipeline import EncoderStageConfig
+from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder
+from airrep_core.encoder_training import ProgressCallback, train_encoder
+from storage.artifacts import ArtifactRef, ArtifactStore, content_key
+from tasks import labels
+
+ENCODER_STAGE = "encoder"
+ENCODER_SUBDIR = "encoder"
+HISTORY_FILE = "history.json"
+
+log = logging.getLogger("airrep.encoder")
+
+
+def work_dir(stage: str, key: str) -> Path:
+    """A local folder for resumable intermediate state of one artifact's build
+    (``$AIRREP_WORK_DIR``, default ``~/.cache/airrep/work``)."""
+    base = Path(os.environ.get("AIRREP_WORK_DIR", Path.home() / ".cache" / "airrep" / "work"))
+    return base / stage / key
+
+
+def train_encoder_artifact(
+    store: ArtifactStore,
+    dataset: ArtifactRef,
+    labels_ref: ArtifactRef,
+    config: EncoderStageConfig,
+    progress: ProgressCallback | None = None,
+) -> ArtifactRef:
+    """The ``encoder`` artifact trained on ``labels_ref`` (built when absent).
+
+    The last ``config.validation_splits`` splits are held out for validation and best-checkpoint
+    selection (by validation LDS); the rest are trained on.
+    """
+    stage_config = config.to_dict()
+    inputs = [labels_ref.key, dataset.key]
+    key = content_key(ENCODER_STAGE, stage_config, inputs)
+    checkpoints = work_dir(ENCODER_STAGE, key)
+
+    def writer(staging: Path) -> dict[str, Any]:
+        split_labels = labels.load_split_labels(store, labels_ref)
+        n_val = config.validation_splits
+        if len(split_labels) <= n_val:
+            raise ValueError(
+                f"labels {labels_ref.key[:12]} have {len(split_labels)} splits; "
+                f"validation_splits={n_val} leaves none to train on"
+            )
+        train_splits = split_labels[: len(split_labels) - n_val]
+        validation = split_labels[len(split_labels) - n_val :]
+        corpus = labels.load_corpus(store, dataset)
+        result = train_encoder(
+            train_splits,
+            corpus.examples,
+            config.train,
+            validation_splits=validation,
+            checkpoint_dir=checkpoints,
+            progress=progress,
+        )
+        result.encoder.save(staging / ENCODER_SUBDIR)
+        (staging / HISTORY_FILE).write_text(json.dumps(result.history, indent=1))
+        return {
+            "best_step": result.best_step,
+            "best_validation": result.best_validation,
+            "train_splits": len(train_splits),
+            "validation_splits": len(validation),
+            "steps": config.train.steps,
+        }
+
+    ref = store.build(ENCODER_STAGE, key, config=stage_config, inputs=inputs, writer=writer)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return ref
+
+
+def encoder_directory(store: ArtifactStore, ref: ArtifactRef) -> Path:
+    """The local directory of the saved encoder inside an ``encoder`` artifact."""
+    directory = store.local_dir(ref) / ENCODER_SUBDIR
+    if not (directory / ENCODER_CONFIG_FILE).is_file():
+        raise ValueError(
+            f"encoder artifact {ref.uri} holds no saved AirRepEncoder "
+            f"({ENCODER_SUBDIR}/{ENCODER_CONFIG_FILE}); files: {sorted(ref.files)[:10]}"
+        )
+    return directory
+
+
+def load_encoder(store: ArtifactStore, ref: ArtifactRef) -> AirRepEncoder:
+    """The encoder checkpoint of an ``encoder`` artifact, loaded for inference (eval mode)."""
+    return AirRepEncoder.from_pretrained(encoder_directory(store, ref)).eval()
