@@ -1,0 +1,248 @@
+"""Attribution speed and storage: AirRep (encode, then dot products) vs gradient featurisation.
+
+For target LMs of three real shapes with random weights (only time is measured):
+
+- ``qwen2-6m``: the calibration Qwen2 of DESIGN.md §6 (4 layers, width 256, MLP 768, vocab 8,192);
+- ``smollm-135m``: SmolLM-135M's Llama shape (30 layers, width 576, 9/3 heads, MLP 1,536,
+  vocab 49,152, tied);
+- ``qwen2.5-0.5b``: Qwen2.5-0.5B's Qwen2 shape (24 layers, width 896, 14/2 heads, MLP 4,864,
+  vocab 151,936, tied),
+
+it times Grad-Dot, LoGra and TRAK with the ``paper`` preset (MLP linear layers, 16 x 16
+Kronecker projection per layer, max 512 tokens, precision ``auto``: bf16 on GPU, float32 on
+CPU): ``fit`` on the examples (the train-side featurisation, plus K-FAC factors or the TRAK
+solve) and ``score`` of the same examples as queries (query featurisation, preconditioning, dot
+products). AirRep is timed as the AirRep encoder (all-MiniLM-L6-v2 + its projection, same
+precision rule, max 512 tokens) encoding the queries and scoring them against the stored train
+embeddings. Examples: real P3 examples with long
+prompts (the lm_data tokens are counted and printed). Throughput = examples / seconds of the
+query pass; storage = floats stored per training example.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.attribution_speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
+
+from airrep_core.baselines import GradDotAttributor, LograAttributor, TrakAttributor
+from airrep_core.config.baselines import GradDotConfig, LograConfig, TrakConfig
+from airrep_core.encoder import AirRepEncoder
+from airrep_core.examples import Example
+from airrep_core.lm_data import tokenize_example
+from airrep_core.lm_tokenizer import train_bpe_tokenizer
+
+MAX_LENGTH = 512
+LONG_PROMPT_TEMPLATES = (
+    "cnn_dailymail_3_0_0_news_summary",
+    "xsum_DOC_tldr",
+    "samsum_Summarize_",
+    "cosmos_qa_context_answer_to_question",
+    "ropes_prompt_mix",
+    "quoref_Find_Answer",
+    "imdb_Reviewer_Enjoyment",
+    "duorc_SelfRC_question_answering",
+)
+
+
+def target_configs(vocab_size: int) -> dict[str, PretrainedConfig]:
+    """The three target-LM shapes (``vocab_size`` only for the calibration model)."""
+    common = {"tie_word_embeddings": True, "max_position_embeddings": 2048, "use_cache": False}
+    return {
+        "qwen2-6m": Qwen2Config(
+            vocab_size=vocab_size,
+            hidden_size=256,
+            intermediate_size=768,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            **common,
+        ),
+        "smollm-135m": LlamaConfig(
+            vocab_size=49_152,
+            hidden_size=576,
+            intermediate_size=1_536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            **common,
+        ),
+        "qwen2.5-0.5b": Qwen2Config(
+            vocab_size=151_936,
+            hidden_size=896,
+            intermediate_size=4_864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            **common,
+        ),
+    }
+
+
+def data_dir() -> Path:
+    """``$AIRREP_DATA_DIR``, default ``<repo>/../shared/data``."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(os.environ.get("AIRREP_DATA_DIR", default))
+
+
+def long_examples(count: int) -> list[Example]:
+    """``count`` real P3 examples, round-robin over long-prompt templates."""
+    per_template = -(-count // len(LONG_PROMPT_TEMPLATES))
+    by_template = []
+    for template in LONG_PROMPT_TEMPLATES:
+        path = data_dir() / "flan_p3" / f"{template}.jsonl"
+        rows = []
+        with path.open() as lines:
+            for line_number, line in enumerate(lines, start=1):
+                row = json.loads(line)
+                response = row["completion"].removesuffix("<|endoftext|>").strip()
+                if response:
+                    rows.append(Example(f"{template}:{line_number}", row["prompt"], response))
+                if len(rows) == per_template:
+                    break
+        by_template.append(rows)
+    mixed = [rows[i] for i in range(per_template) for rows in by_template if i < len(rows)]
+    return mixed[:count]
+
+
+@dataclass
+class Timing:
+    """One method on one model: throughput of the query pass and stored floats per example."""
+
+    model: str
+    n_parameters: int
+    method: str
+    floats_per_example: float
+    fit_examples_per_second: float
+    query_examples_per_second: float
+
+
+def time_gradient_methods(
+    name: str, config: PretrainedConfig, tokenizer, examples: Sequence[Example]
+) -> list[Timing]:
+    """Fit and score ``examples`` with Grad-Dot, LoGra and TRAK (paper preset) on a random model."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    n_parameters = sum(p.numel() for p in model.parameters())
+    settings = {"batch_size": 4, "max_length": MAX_LENGTH}
+    attributors = [
+        GradDotAttributor(model, tokenizer, GradDotConfig.preset("paper", **settings)),
+        LograAttributor(model, tokenizer, LograConfig.preset("paper", **settings)),
+        TrakAttributor(model, tokenizer, TrakConfig.preset("paper", **settings)),
+    ]
+    attributors[0].featurizer.features(examples[:2])  # warm-up (allocator, autocast weight cache)
+    timings = []
+    for attributor in attributors:
+        started = time.perf_counter()
+        attributor.fit(examples)
+        fitted = time.perf_counter()
+        attributor.score(examples)
+        scored = time.perf_counter()
+        timings.append(
+            Timing(
+                name,
+                n_parameters,
+                attributor.name,
+                attributor.storage_floats_per_example,
+                len(examples) / (fitted - started),
+                len(examples) / (scored - fitted),
+            )
+        )
+        print(
+            f"  {name} {attributor.name}: {timings[-1].query_examples_per_second:.3f} ex/s",
+            flush=True,
+        )
+    del model, attributors
+    return timings
+
+
+def time_airrep(examples: Sequence[Example]) -> Timing:
+    """The AirRep encoder (MiniLM + projection): encode train, then encode queries + dot."""
+    encoder = AirRepEncoder.from_backbone(
+        "all-MiniLM-L6-v2", projection=True, max_length=MAX_LENGTH
+    )
+    encoder.encode_examples(examples[:8], precision="auto")  # warm-up
+    started = time.perf_counter()
+    train_embeddings = encoder.encode_examples(examples, batch_size=32, precision="auto")
+    fitted = time.perf_counter()
+    queries = encoder.encode_examples(examples, batch_size=32, precision="auto")
+    scores = queries @ train_embeddings.T
+    scored = time.perf_counter()
+    assert scores.shape == (len(examples), len(examples))
+    n_parameters = sum(p.numel() for p in encoder.parameters())
+    return Timing(
+        "(encoder)",
+        n_parameters,
+        "airrep",
+        float(encoder.dim),
+        len(examples) / (fitted - started),
+        len(examples) / (scored - fitted),
+    )
+
+
+def format_table(airrep: Timing, timings: Sequence[Timing]) -> str:
+    """The table: per model and method, throughput, storage, and AirRep's ratios."""
+    header = (
+        f"{'target LM':<14} {'params':>7} {'method':<9} {'floats/ex':>9} {'fit ex/s':>9} "
+        f"{'query ex/s':>10} {'AirRep x faster':>15} {'AirRep x less storage':>21}"
+    )
+    lines = [header, "-" * len(header)]
+    lines.append(
+        f"{'any':<14} {airrep.n_parameters / 1e6:>6.0f}M {'airrep':<9} {airrep.floats_per_example:>9.0f} "
+        f"{airrep.fit_examples_per_second:>9.2f} {airrep.query_examples_per_second:>10.2f} "
+        f"{'1.0':>15} {'1.0':>21}"
+    )
+    for t in timings:
+        lines.append(
+            f"{t.model:<14} {t.n_parameters / 1e6:>6.0f}M {t.method:<9} {t.floats_per_example:>9.0f} "
+            f"{t.fit_examples_per_second:>9.3f} {t.query_examples_per_second:>10.3f} "
+            f"{airrep.query_examples_per_second / t.query_examples_per_second:>15.1f} "
+            f"{t.floats_per_example / airrep.floats_per_example:>21.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--airrep-examples", type=int, default=64)
+    parser.add_argument("--gradient-examples", type=int, default=8, help="per model up to 135M")
+    parser.add_argument("--large-examples", type=int, default=4, help="for the 0.5B model")
+    parser.add_argument("--models", default="qwen2-6m,smollm-135m,qwen2.5-0.5b")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    examples = long_examples(max(args.airrep_examples, args.gradient_examples))
+    tokenizer = train_bpe_tokenizer((f"{e.prompt} {e.response}" for e in long_examples(400)), 8192)
+    lengths = [len(tokenize_example(tokenizer, e.prompt, e.response, MAX_LENGTH)) for e in examples]
+    print(
+        f"torch threads: {torch.get_num_threads()}; target-LM tokens per example: mean {np.mean(lengths):.0f}"
+    )
+    airrep = time_airrep(examples[: args.airrep_examples])
+    print(f"  airrep: {airrep.query_examples_per_second:.2f} ex/s", flush=True)
+    configs = target_configs(len(tokenizer))
+    timings = []
+    for name in args.models.split(","):
+        count = args.large_examples if name == "qwen2.5-0.5b" else args.gradient_examples
+        timings += time_gradient_methods(name, configs[name], tokenizer, examples[:count])
+    print(format_table(airrep, timings))
+    print(f"(total {time.perf_counter() - started:.0f} s)")
+    print(
+        "reproduce: .venv/bin/python -m benchmarks.attribution_speed "
+        f"--airrep-examples {args.airrep_examples} --gradient-examples {args.gradient_examples} "
+        f"--large-examples {args.large_examples} --models {args.models}"
+    )
+
+
+if __name__ == "__main__":
+    main()

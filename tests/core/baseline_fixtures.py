@@ -1,0 +1,134 @@
+"""A tiny real target LM and real P3 examples for the baseline tests (owned by the baseline tests).
+
+The tokenizer is the project's byte-level BPE (``lm_tokenizer.train_bpe_tokenizer``) trained on a
+few hundred real P3 examples (``$AIRREP_DATA_DIR/flan_p3``); the model is a 2-layer, 128-wide
+``Qwen2ForCausalLM`` (4 heads, 2 KV heads, q/k/v biases, tied embeddings) from a seeded config,
+trained 30 AdamW steps on those examples so that its gradients are not those of a random model.
+Both are written with ``save_pretrained`` and read back with the ``Auto*`` classes.
+
+Use from a test module (tests/core has no ``__init__.py``, so pytest puts it on ``sys.path``)::
+
+    from baseline_fixtures import build_tiny_target_lm, load_target_lm
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from airrep_core.examples import Example
+from airrep_core.lm_data import collate, tokenize_example
+from airrep_core.lm_tokenizer import train_bpe_tokenizer
+
+END_OF_TEXT = "<|endoftext|>"
+TEMPLATES = (
+    "imdb_Movie_Expressed_Sentiment",
+    "ag_news_classify",
+    "gigaword_make_a_title",
+    "samsum_Summarize_",
+    "commonsense_qa_answer_to_question",
+    "sciq_Direct_Question",
+)
+"""Six templates of six different P3 tasks."""
+SEED = 0
+
+
+def data_dir() -> Path:
+    """``$AIRREP_DATA_DIR``, default ``<repo>/../shared/data``."""
+    default = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(os.environ.get("AIRREP_DATA_DIR", default))
+
+
+@cache
+def p3_examples(per_template: int = 50) -> tuple[Example, ...]:
+    """The first ``per_template`` examples with a non-empty response of each of ``TEMPLATES``."""
+    examples = []
+    for template in TEMPLATES:
+        path = data_dir() / "flan_p3" / f"{template}.jsonl"
+        kept = 0
+        with path.open() as lines:
+            for line_number, line in enumerate(lines, start=1):
+                row = json.loads(line)
+                response = row["completion"].removesuffix(END_OF_TEXT).strip()
+                if not response:
+                    continue
+                examples.append(
+                    Example(
+                        f"{template}:{line_number}", row["prompt"], response, "flan_p3", template
+                    )
+                )
+                kept += 1
+                if kept == per_template:
+                    break
+    return tuple(examples)
+
+
+def train_and_query_examples(
+    n_train: int = 18, n_query: int = 6
+) -> tuple[list[Example], list[Example]]:
+    """Train and query examples interleaved over the six tasks (disjoint, from the 41st row on)."""
+    by_task = [list(p3_examples()[i * 50 + 40 : i * 50 + 50]) for i in range(len(TEMPLATES))]
+    mixed = [task[row] for row in range(10) for task in by_task]
+    return mixed[:n_train], mixed[n_train : n_train + n_query]
+
+
+def build_tiny_target_lm(directory: Path) -> Path:
+    """Train the tokenizer and the 2-layer Qwen2 on the first 40 rows of each task; save them."""
+    corpus = [e for i, e in enumerate(p3_examples()) if i % 50 < 40]
+    tokenizer = train_bpe_tokenizer((f"{e.prompt} {e.response}" for e in corpus), vocab_size=1024)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(SEED)
+    model = Qwen2ForCausalLM(config)
+    tokenized = [tokenize_example(tokenizer, e.prompt, e.response, 64) for e in corpus]
+    generator = torch.Generator().manual_seed(SEED)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(30):
+        rows = torch.randint(len(tokenized), (8,), generator=generator).tolist()
+        batch = collate([tokenized[row] for row in rows], pad_id=tokenizer.pad_token_id)
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@dataclass(frozen=True)
+class BaselineLM:
+    """The loaded test LM and its directory."""
+
+    directory: Path
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+
+def load_target_lm(directory: Path) -> BaselineLM:
+    """Model (float32, eval mode, eager attention for exact batched/unbatched equality) and tokenizer."""
+    model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager")
+    model.eval()
+    return BaselineLM(directory, model, AutoTokenizer.from_pretrained(directory))
