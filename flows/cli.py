@@ -2,7 +2,7 @@
 
 Commands by what users do: ``run`` (the pipeline on embedded defaults), ``data`` (import and
 inspect datasets), ``embed`` / ``attribute`` / ``group-influence`` / ``select`` (queries over the
-embedding store). ``airrep COMMAND --help`` explains each one.
+embedding store), ``bench`` (LDS evaluation against baselines). ``airrep COMMAND --help`` explains each one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows import cli_query
+from flows.cli_bench import bench_app
 from flows.cli_data import data_app
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 cli_query.register(app)
 console = Console()
 

@@ -1,0 +1,81 @@
+"""AirRep behind the ``Attributor`` interface (DESIGN.md §2 "Scores", §3 "LDS").
+
+Per-example score s(x, z) = Enc(x)ᵀ Enc(z); the group score of a subset S is AirRep's own rule,
+not the baselines' sum: attention pooling f(x, S) = Σᵢ softmax_i(|sᵢ|) sᵢ, or the mean-pooling
+ablation f = mean_i sᵢ (``airrep_core.scoring.pool_scores``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from airrep_core.baselines.interface import Attributor, NotFittedError, check_scores, check_subsets
+from airrep_core.config.encoder import POOLINGS
+from airrep_core.encoder import AirRepEncoder
+from airrep_core.examples import Example
+from airrep_core.scoring import example_scores, pad_membership, pool_scores
+
+POOLING_METHOD_NAMES = {"attention": "airrep", "mean": "airrep_mean"}
+"""Table name of AirRep with each group pooling."""
+
+
+class AirRepAttributor(Attributor):
+    """A (trained) AirRep encoder: embeddings once, dot products, AirRep's group pooling.
+
+    Args:
+        encoder: the encoder (``AirRepEncoder.from_pretrained`` of an ``encoder`` artifact).
+        pooling: ``"attention"`` (the method) or ``"mean"`` (the ablation).
+        batch_size: encoder batch size.
+        precision: ``"float32"``, ``"bf16"`` (autocast) or ``"auto"``.
+    """
+
+    def __init__(
+        self,
+        encoder: AirRepEncoder,
+        pooling: str = "attention",
+        batch_size: int = 64,
+        precision: str = "float32",
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r} is invalid; allowed: {POOLINGS}")
+        self.name = POOLING_METHOD_NAMES[pooling]
+        self.encoder = encoder
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.precision = precision
+        self._train_embeddings: np.ndarray | None = None
+
+    def embed(self, examples: Sequence[Example]) -> np.ndarray:
+        """``(n, d)`` float32 embeddings Enc(z) in the encoder text format."""
+        return self.encoder.encode_examples(examples, self.batch_size, precision=self.precision)
+
+    def _fit(self, train: Sequence[Example]) -> None:
+        self._train_embeddings = self.embed(train)
+
+    def _score(self, queries: Sequence[Example]) -> np.ndarray:
+        if self._train_embeddings is None:
+            raise NotFittedError("AirRepAttributor is not fitted")
+        return example_scores(self.embed(queries), self._train_embeddings)
+
+    @property
+    def storage_floats_per_example(self) -> float:
+        """d: one embedding per training example."""
+        return float(self.encoder.dim)
+
+    def group_score(self, scores: np.ndarray, subsets: Sequence[np.ndarray]) -> np.ndarray:
+        """Subset scores ``(n_query, n_subsets)`` float32 with AirRep's pooling.
+
+        ``scores``: ``(n_query, n_train)`` per-example scores sᵢ; ``subsets``: index arrays into
+        the train set. Attention: f(x, S) = Σ_{i∈S} softmax(|s|)ᵢ sᵢ; mean: f = mean_{i∈S} sᵢ.
+        """
+        scores = check_scores(scores)
+        subsets = check_subsets(subsets, scores.shape[1])
+        if any(len(s) == 0 for s in subsets):
+            raise ValueError("AirRep pooling needs every subset to have at least one member")
+        index, mask = pad_membership([s.tolist() for s in subsets])
+        per_member = scores.astype(np.float64)[:, index]
+        pooled = pool_scores(per_member, mask[None], self.pooling)
+        return np.asarray(pooled, dtype=np.float32)
