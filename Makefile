@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## Main job: the pipeline on embedded defaults (ephemeral Prefect, local store).
 run: setup
-	$(VENV)/bin/airrep run
+	$(VENV)/bin/airrep run --preset tiny
 
 ## The default test suite (what CI runs).
 test: setup
