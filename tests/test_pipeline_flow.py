@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from airrep_core.config.pipeline import PipelineConfig
+from airrep_core.examples import Example
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset
 from storage.sample_data import SAMPLE_DATASETS
@@ -80,6 +81,27 @@ def run(root: str, config: PipelineConfig) -> dict:
     return pipeline_flow(preset="tiny", root=root, config=config, import_data=False)
 
 
+def check_queries_after_pipeline(store: ArtifactStore, result: dict) -> None:
+    """The user's queries on what the pipeline built: attribute a Dolly test example against
+    the pool, and select examples for a GSM8K target task (the Python API of the CLI)."""
+    from tasks.embedding_tasks import as_dataset_version
+    from tasks.embeddings import open_index
+
+    index, view = open_index(store, result["encoder"].resolve(), as_dataset_version(result["pool"]))
+    dolly_test = read_jsonl(SAMPLE_DATASETS["dolly"].paths()[0], 1, skip=3000)[0]
+    query = Example("dolly-3000", dolly_test["instruction"], dolly_test["text"])
+    records = index.attribute([query], 5)
+    pool_ids = set(view.example_ids.tolist())
+    assert [r["rank"] for r in records if r["direction"] == "helpful"] == [1, 2, 3, 4, 5]
+    assert {r["example_id"] for r in records} <= pool_ids
+    gsm8k = read_jsonl(SAMPLE_DATASETS["gsm8k_test"].paths()[0], 4)
+    targets = [Example(f"gsm8k-{i}", r["question"], r["answer"]) for i, r in enumerate(gsm8k)]
+    selected = index.select(targets, 10)
+    assert len({s.example_id for s in selected}) == 10
+    assert {s.example_id for s in selected} <= pool_ids
+    assert [s.order for s in selected] == sorted(s.order for s in selected)
+
+
 def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
     prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
 ) -> None:
@@ -99,6 +121,7 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
     helpful = [r["score"] for r in first["example"] if r["direction"] == "helpful"]
     assert helpful == sorted(helpful, reverse=True)
     after_first = keys_by_stage(store)
+    check_queries_after_pipeline(store, first)
 
     started = time.perf_counter()
     second = run(root, config)
