@@ -9,8 +9,8 @@ words occur in every document and get the lowest IDF.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import bm25s
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -22,6 +22,10 @@ from airrep_core.examples import Example, encoder_text
 def example_texts(examples: Sequence[Example], max_prompt_words: int) -> list[str]:
     """``encoder_text`` of each example (the text the lexical methods index and query with)."""
     return [encoder_text(e.prompt, e.response, max_prompt_words) for e in examples]
+
+
+if TYPE_CHECKING:
+    import bm25s
 
 
 class TfidfAttributor(Attributor):
@@ -89,6 +93,7 @@ class Bm25Attributor(Attributor):
         self._floats_per_example = 0.0
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
+        bm25s = _import_bm25s()
         return bm25s.tokenize(
             texts,
             lower=True,
@@ -99,6 +104,7 @@ class Bm25Attributor(Attributor):
 
     def _fit(self, train: Sequence[Example]) -> None:
         tokens = self._tokenize(example_texts(train, self.config.max_prompt_words))
+        bm25s = _import_bm25s()
         retriever = bm25s.BM25(
             k1=self.config.k1, b=self.config.b, method=self.config.method, backend="numpy"
         )
@@ -123,3 +129,11 @@ class Bm25Attributor(Attributor):
         if self._retriever is None:
             raise NotFittedError("Bm25Attributor is not fitted")
         return self._floats_per_example
+
+
+def _import_bm25s():
+    """bm25s, imported on first use: it loads numba/llvmlite, whose objects break vLLM's kernel
+    registration (vllm.triton_utils.dispatcher) in any process that later starts a vLLM engine."""
+    import bm25s
+
+    return bm25s
