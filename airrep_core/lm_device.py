@@ -14,16 +14,22 @@ import torch
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available else CPU; ``"cuda"`` without a GPU is an error."""
+    """``"auto"`` → CUDA when available else CPU; ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` otherwise
+    (a CUDA device without a GPU is an error)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+        raise ValueError(f"device={device!r} is invalid; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'")
+    if device != "cpu" and not torch.cuda.is_available():
         raise ValueError(
-            "device='cuda' requested but torch sees no CUDA device; use 'cpu' or 'auto'"
+            f"device={device!r} requested but torch sees no CUDA device; use 'cpu' or 'auto'"
         )
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} is invalid; allowed: 'auto', 'cpu', 'cuda'")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(
+            f"device={device!r} is invalid; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'"
+        ) from error
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -26,6 +26,7 @@ from airrep_core.lm_data import (
     length_sorted_batches,
     tokenize_example,
 )
+from airrep_core.lm_device import resolve_device
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -140,18 +141,6 @@ def response_losses_for_model(
     finally:
         model.train(was_training)
     return losses
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; other names go to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(
-            f"device={device!r} is invalid; allowed: 'auto', 'cpu', 'cuda', 'cuda:N'"
-        ) from error
 
 
 def require_dir_with(directory: Path, file_name: str, what: str) -> Path:

@@ -9,7 +9,7 @@ from storage.datasets import DatasetVersion, find_version, import_dataset, lates
 from storage.formats import FieldMapping
 from tasks.monitoring import publish_table, run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS_S, retry_on_io_only
+from tasks.retry import IO_RETRY_OPTIONS
 
 
 def dataset_ref(root: str, version: DatasetVersion) -> StepRef:
@@ -24,9 +24,7 @@ def dataset_ref(root: str, version: DatasetVersion) -> StepRef:
     name="import-dataset",
     task_run_name="import-{name}",
     cache_policy=NO_CACHE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS_S,
-    retry_condition_fn=retry_on_io_only,
+    **IO_RETRY_OPTIONS,
 )
 def import_dataset_task(
     root: str, paths: list[str], name: str, skip_invalid: bool = False

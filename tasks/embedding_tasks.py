@@ -13,7 +13,7 @@ from tasks.data_tasks import dataset_ref
 from tasks.embeddings import open_index, refresh_embeddings
 from tasks.monitoring import Progress, publish_table, run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS_S, retry_on_io_only
+from tasks.retry import IO_RETRY_OPTIONS
 
 
 def as_dataset_version(ref: StepRef) -> DatasetVersion:
@@ -26,9 +26,7 @@ def as_dataset_version(ref: StepRef) -> DatasetVersion:
     name="sample-pool",
     task_run_name="sample-{n_rows}-rows",
     cache_policy=store_verified_cache(),
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS_S,
-    retry_condition_fn=retry_on_io_only,
+    **IO_RETRY_OPTIONS,
 )
 def sample_pool_task(root: str, dataset: StepRef, n_rows: int, seed: int = 0) -> StepRef:
     """A deterministic sample of ``n_rows`` rows of the dataset (itself when ``n_rows`` is 0)."""
@@ -43,9 +41,7 @@ def sample_pool_task(root: str, dataset: StepRef, n_rows: int, seed: int = 0) ->
     task_run_name="embed-{dataset.summary[name]}",
     cache_policy=store_verified_cache(),
     tags=["gpu"],
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS_S,
-    retry_condition_fn=retry_on_io_only,
+    **IO_RETRY_OPTIONS,
 )
 def refresh_embeddings_task(
     root: str, encoder: StepRef, dataset: StepRef, config: EmbeddingConfig

@@ -12,7 +12,7 @@ from tasks.caching import store_verified_cache
 from tasks.encoder import HISTORY_FILE, train_encoder_artifact
 from tasks.monitoring import Progress, publish_link, publish_table, run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS_S, retry_on_io_only
+from tasks.retry import IO_RETRY_OPTIONS
 
 TRAIN_TIMEOUT_S = 12 * 3600
 
@@ -23,9 +23,7 @@ TRAIN_TIMEOUT_S = 12 * 3600
     cache_policy=store_verified_cache(),
     tags=["gpu"],
     timeout_seconds=TRAIN_TIMEOUT_S,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS_S,
-    retry_condition_fn=retry_on_io_only,
+    **IO_RETRY_OPTIONS,
 )
 def train_encoder_task(
     root: str, dataset: StepRef, labels: StepRef, config: EncoderStageConfig

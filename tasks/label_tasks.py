@@ -14,20 +14,12 @@ from tasks import labels
 from tasks.caching import store_verified_cache
 from tasks.monitoring import Progress, publish_link, run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRIES, IO_RETRY_DELAYS_S, retry_on_io_only
+from tasks.retry import IO_RETRY_OPTIONS
 
 SHARD_TIMEOUT_S = 6 * 3600
 
 Unit = tuple[int, int]
 """(split_id, subset_id)."""
-
-
-def _io_retrying() -> dict:
-    return {
-        "retries": IO_RETRIES,
-        "retry_delay_seconds": IO_RETRY_DELAYS_S,
-        "retry_condition_fn": retry_on_io_only,
-    }
 
 
 @task(
@@ -36,7 +28,7 @@ def _io_retrying() -> dict:
     cache_policy=store_verified_cache(),
     tags=["gpu"],
     timeout_seconds=SHARD_TIMEOUT_S,
-    **_io_retrying(),
+    **IO_RETRY_OPTIONS,
 )
 def prepare_base_model(root: str, dataset: StepRef, config: BaseModelConfig) -> StepRef:
     """The base LM θ₀ (built from a config and warmed up, or loaded from the hub/a directory)."""
@@ -53,7 +45,7 @@ def prepare_base_model(root: str, dataset: StepRef, config: BaseModelConfig) -> 
     name="sample-splits",
     task_run_name="splits-{sampling.n_splits}x{sampling.n_subsets}",
     cache_policy=store_verified_cache(),
-    **_io_retrying(),
+    **IO_RETRY_OPTIONS,
 )
 def sample_splits(
     root: str, dataset: StepRef, sampling: SamplingConfig, base: BaseModelConfig
@@ -71,7 +63,7 @@ def sample_splits(
     cache_policy=store_verified_cache(),
     tags=["gpu"],
     timeout_seconds=SHARD_TIMEOUT_S,
-    **_io_retrying(),
+    **IO_RETRY_OPTIONS,
 )
 def label_shard(
     root: str,
@@ -109,7 +101,7 @@ def label_shard(
     return [StepRef.of(store, o.ref, computed=o.computed) for o in outcomes]
 
 
-@task(name="gather-labels", cache_policy=store_verified_cache(), **_io_retrying())
+@task(name="gather-labels", cache_policy=store_verified_cache(), **IO_RETRY_OPTIONS)
 def gather_labels(
     root: str,
     dataset: StepRef,

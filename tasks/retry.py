@@ -24,3 +24,11 @@ def retry_on_io_only(task: Task[Any, Any], task_run: TaskRun, state: State[Any])
     except Exception:  # anything else is a bug or bad input: fail at once
         return False
     return False
+
+
+IO_RETRY_OPTIONS: dict[str, Any] = {
+    "retries": IO_RETRIES,
+    "retry_delay_seconds": IO_RETRY_DELAYS_S,
+    "retry_condition_fn": retry_on_io_only,
+}
+"""``@task(**IO_RETRY_OPTIONS)``: the retry settings of every store-backed task."""
