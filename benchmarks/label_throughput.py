@@ -38,8 +38,7 @@ from airrep_core.finetune import FinetuneStats, SubsetFinetuner
 from airrep_core.lm_loss import tokenize_pairs
 from airrep_core.sampling import partition_corpus, sample_split
 from storage.artifacts import ArtifactStore
-from storage.datasets import import_dataset
-from storage.sample_data import sample_dataset
+from tasks.evaluation import import_p3_holdout
 from tasks.labels import build_base, load_corpus
 
 QUICK_WARMUP_STEPS = 2
@@ -109,11 +108,11 @@ def time_subset(
 
 
 def prepare(args: argparse.Namespace) -> tuple[Path, list[list[Example]], list[Example], dict]:
-    """The base model directory, ``args.subsets`` subsets and the targets of split 0 (mini)."""
+    """The base model directory, ``args.subsets`` subsets and the targets of split 0 (mini), on
+    the pipeline's label corpus ``flan_p3_train`` (so ``--base mini`` reuses its base LM)."""
     config = LabelsConfig.preset("mini")
     store = ArtifactStore(args.store)
-    dataset = sample_dataset("flan_p3")
-    version = import_dataset(store, dataset.paths(), "flan_p3", skip_invalid=dataset.skip_invalid)
+    version, _ = import_p3_holdout(store)
     corpus = load_corpus(store, version)
     if args.base == "mini":
         base_ref = build_base(store, corpus, config.base)

@@ -13,11 +13,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 from flows import cli_query
 from flows.cli_bench import bench_app
 from flows.cli_data import data_app
+from tasks.references import StepRef, open_store
 
 app = typer.Typer(
     help=(
@@ -54,8 +56,9 @@ def run_command(
     ] = 1,
 ) -> None:
     """Run the AirRep pipeline in-process: import data, generate labels, train the encoder, embed
-    the pool, and attribute an example. Uses Prefect's ephemeral mode unless PREFECT_API_URL
-    points at a server; every stage whose artifact exists in the store is skipped."""
+    the pool, attribute an example, and evaluate against the baselines. Uses Prefect's ephemeral
+    mode unless PREFECT_API_URL points at a server; every stage whose artifact exists in the
+    store is skipped."""
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.pipeline import pipeline_flow
 
@@ -75,6 +78,8 @@ def _print_result(result: dict, seconds: float) -> None:
         summary = ", ".join(f"{k}={v}" for k, v in ref.summary.items() if not isinstance(v, dict))
         stages.add_row(stage, ref.uri, summary[:120])
     console.print(stages)
+    if result["evaluation"] is not None:
+        _print_evaluation(result["evaluation"])
     example = result["example"]
     if not example:
         return
@@ -88,6 +93,19 @@ def _print_result(result: dict, seconds: float) -> None:
         text = f"{r['prompt'][:90]} → {r['response'][:40]}".replace("\n", " ")
         table.add_row(r["direction"], str(r["rank"]), f"{r['score']:.3f}", r["example_id"], text)
     console.print(table)
+
+
+def _print_evaluation(ref: StepRef) -> None:
+    """The LDS section of the evaluation report, and where the whole report is."""
+    from airrep_core.evaluation.report import MARKDOWN_FILE
+
+    report = ref.resolve()
+    text = open_store(ref.root).read_bytes(report, MARKDOWN_FILE).decode("utf-8")
+    lds_section = text.split("\n## ")[1].split("\n## ")[0]
+    console.print(Markdown("## " + lds_section))
+    console.print(
+        f"Whole report (classification, selection, chart): {report.file_uri(MARKDOWN_FILE)}"
+    )
 
 
 if __name__ == "__main__":

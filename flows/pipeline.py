@@ -1,10 +1,12 @@
 """The end-to-end AirRep pipeline flow, the rebuild flow triggered by data updates, and the data
 watcher (DESIGN.md §1, §4).
 
-Stages: import datasets → labels (subflow ``generate-labels``) → encoder training → pool sample
-and embedding store refresh → an attribution example. Each stage's output has a content key, so
-a rerun recomputes only what changed (a new corpus version reruns everything downstream; a new
-pool version reruns only its embeddings).
+Stages, each a subflow: import datasets (with the P3 template split: ``flan_p3_train`` is the
+label corpus, ``flan_p3_heldout`` the P3 evaluation set) → ``generate-labels`` →
+``train-encoder`` → ``refresh-embeddings`` (pool sample and embedding store) → an attribution
+example → ``evaluate`` (LDS against the baselines). Each stage's output has a content key, so a
+rerun recomputes only what changed: a new corpus version reruns everything downstream, a new pool
+version only its embeddings, a new evaluation-set version only its ground truth and evaluation.
 """
 
 from __future__ import annotations
@@ -14,34 +16,34 @@ from typing import Any
 from prefect import flow
 
 from airrep_core.config.pipeline import PipelineConfig
+from flows.embeddings_flow import refresh_embeddings_flow
+from flows.encoder_flow import train_encoder_flow
+from flows.evaluation_flow import evaluate_flow
 from flows.events import emit_dataset_updated
 from flows.labels_flow import Dispatch, generate_labels_flow
 from storage.root import default_root_uri
 from storage.sample_data import SAMPLE_DATASETS
 from tasks.data_tasks import import_dataset_task, resolve_dataset_task
-from tasks.embedding_tasks import (
-    as_dataset_version,
-    attribution_example_task,
-    refresh_embeddings_task,
-    sample_pool_task,
-)
-from tasks.encoder_tasks import train_encoder_task
+from tasks.embedding_tasks import as_dataset_version, attribution_example_task
+from tasks.evaluation_tasks import split_p3_task
+from tasks.label_tasks import prepare_base_model
 from tasks.monitoring import publish_markdown, run_logger
 from tasks.references import StepRef
 
 
 def import_samples(root: str) -> dict[str, StepRef]:
-    """Import every sample dataset (a no-op for unchanged files); emits the update event for the
-    ones that got a new version."""
-    refs = {}
+    """Import every sample dataset and the P3 template split (a no-op for unchanged files);
+    emits the update event for the ones that got a new version."""
+    imported = {}
     for sample in SAMPLE_DATASETS.values():
-        ref, created = import_dataset_task(
+        imported[sample.name] = import_dataset_task(
             root, [str(p) for p in sample.paths()], sample.name, sample.skip_invalid
         )
+    imported.update(split_p3_task(root))
+    for ref, created in imported.values():
         if created:
             emit_dataset_updated(as_dataset_version(ref), root)
-        refs[sample.name] = ref
-    return refs
+    return {name: ref for name, (ref, _) in imported.items()}
 
 
 @flow(name="airrep-pipeline", flow_run_name="pipeline-{preset}", log_prints=True)
@@ -53,6 +55,7 @@ def pipeline_flow(
     dispatch: Dispatch = "local",
     shard_size: int = 8,
     parallel_shards: int = 1,
+    evaluate: bool = True,
 ) -> dict[str, Any]:
     """AirRep end to end.
 
@@ -62,8 +65,10 @@ def pipeline_flow(
         config: overrides the preset's ``PipelineConfig`` when given.
         import_data: import the sample datasets first (else use the latest versions in the store).
         dispatch, shard_size, parallel_shards: how label shards run (see ``generate-labels``).
+        evaluate: run the ``evaluate`` stage (LDS against the baselines) at the end.
     Returns:
-        The ``StepRef`` of every stage's artifact, and the attribution example's records.
+        The ``StepRef`` of every stage's artifact (``evaluation`` is None when not evaluated),
+        and the attribution example's records.
     """
     root = root or default_root_uri()
     config = config or PipelineConfig.preset(preset)
@@ -84,14 +89,22 @@ def pipeline_flow(
         shard_size=shard_size,
         parallel_shards=parallel_shards,
     )
-    encoder = train_encoder_task(root, datasets[config.corpus], labels, config.encoder)
-    pool = sample_pool_task(root, datasets[config.pool], config.pool_rows)
-    embeddings = refresh_embeddings_task(root, encoder, pool, config.embedding)
+    encoder = train_encoder_flow(root, datasets[config.corpus], labels, config.encoder)
+    pool, embeddings = refresh_embeddings_flow(
+        root, encoder, datasets[config.pool], config.pool_rows, config.embedding
+    )
     example = attribution_example_task(root, encoder, pool, datasets[config.query_dataset])
+    evaluation = None
+    if evaluate:
+        base = prepare_base_model(root, datasets[config.corpus], config.labels.base)
+        command = f"airrep run --preset {preset}" + (f" --root {root}" if root else "")
+        evaluation = evaluate_flow(
+            root, datasets[config.corpus], encoder, base, config.evaluation, command
+        )
     logger.info("pipeline done: encoder %s, embeddings %s", encoder.key[:12], embeddings.key[:12])
     publish_markdown(
         "pipeline-report",
-        _report(preset, labels, encoder, embeddings, example),
+        _report(preset, labels, encoder, embeddings, evaluation, example),
         f"AirRep pipeline ({preset})",
     )
     return {
@@ -100,6 +113,7 @@ def pipeline_flow(
         "encoder": encoder,
         "pool": pool,
         "embeddings": embeddings,
+        "evaluation": evaluation,
         "example": example,
     }
 
@@ -123,7 +137,12 @@ def watch_data_flow(root: str | None = None) -> dict[str, str]:
 
 
 def _report(
-    preset: str, labels: StepRef, encoder: StepRef, embeddings: StepRef, example: list[dict]
+    preset: str,
+    labels: StepRef,
+    encoder: StepRef,
+    embeddings: StepRef,
+    evaluation: StepRef | None,
+    example: list[dict],
 ) -> str:
     lines = [
         f"# AirRep pipeline ({preset})",
@@ -131,7 +150,8 @@ def _report(
         "| stage | artifact | summary |",
         "|---|---|---|",
     ]
-    for name, ref in (("labels", labels), ("encoder", encoder), ("embeddings", embeddings)):
+    stages = [("labels", labels), ("encoder", encoder), ("embeddings", embeddings)]
+    for name, ref in stages + ([("evaluation", evaluation)] if evaluation else []):
         summary = ", ".join(f"{k}={v}" for k, v in ref.summary.items() if not isinstance(v, dict))
         lines.append(f"| {name} | [{ref.key[:12]}]({ref.uri}) | {summary} |")
     if example:

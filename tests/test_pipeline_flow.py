@@ -1,6 +1,6 @@
-"""The pipeline as a Prefect 3 application (ephemeral test server): end to end, reruns that
-recompute nothing, rebuilds that recompute only what is downstream of changed data, and cache
-hits whose artifacts were deleted."""
+"""The pipeline as a Prefect 3 application (ephemeral test server): end to end with its
+evaluation stage, reruns that recompute nothing, rebuilds that recompute only what is downstream
+of changed data (pool, one evaluation set, corpus), and cache hits whose artifacts were deleted."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+import polars as pl
+
+from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.pipeline import PipelineConfig
 from airrep_core.examples import Example
 from storage.artifacts import ArtifactStore
@@ -27,7 +30,11 @@ STAGES = (
     "datasets",
     "embedding-part",
     "embeddings",
+    "lds-ground-truth",
+    "lds-scores",
+    "evaluation-report",
 )
+EVAL_METHODS = ("airrep", "airrep_mean", "tfidf")
 
 
 def small_config() -> PipelineConfig:
@@ -44,6 +51,15 @@ def small_config() -> PipelineConfig:
                 **tiny.encoder.to_dict(),
                 "train": {**tiny.encoder.train.to_dict(), "steps": 2, "max_length": 32},
             },
+            "evaluation": EvaluationConfig.preset(
+                "tiny",
+                eval_sets=("eval_a", "eval_b"),
+                sampling={"pool_size": 24, "n_test": 6, "n_subsets": 4, "subset_size": 8},
+                noise_subsets=2,
+                methods=EVAL_METHODS,
+                classification_tasks=(),
+                selection_methods=(),
+            ),
         }
     )
 
@@ -60,7 +76,8 @@ def read_jsonl(path: Path, n: int, skip: int = 0) -> list[dict]:
 
 @pytest.fixture
 def data_files(tmp_path: Path) -> dict[str, Path]:
-    """Small real datasets as files: a P3 corpus, a Dolly pool and Dolly queries."""
+    """Small real datasets as files: a P3 corpus, a Dolly pool, Dolly queries and two Dolly
+    evaluation sets."""
     p3_files = sorted(SAMPLE_DATASETS["flan_p3"].paths()[0].glob("*.jsonl"))
     corpus = [r for f in p3_files[:40:4] for r in read_jsonl(f, 20)]
     dolly = SAMPLE_DATASETS["dolly"].paths()[0]
@@ -68,11 +85,31 @@ def data_files(tmp_path: Path) -> dict[str, Path]:
         "corpus": write_jsonl(tmp_path / "corpus.jsonl", corpus),
         "pool": write_jsonl(tmp_path / "pool.jsonl", read_jsonl(dolly, 40)),
         "queries": write_jsonl(tmp_path / "queries.jsonl", read_jsonl(dolly, 3, skip=100)),
+        "eval_a": write_jsonl(tmp_path / "eval_a.jsonl", read_jsonl(dolly, 40, skip=300)),
+        "eval_b": write_jsonl(tmp_path / "eval_b.jsonl", read_jsonl(dolly, 40, skip=400)),
     }
 
 
 def keys_by_stage(store: ArtifactStore) -> dict[str, set[str]]:
     return {stage: {ref.key for ref in store.list(stage)} for stage in STAGES}
+
+
+def ground_truth_keys(store: ArtifactStore) -> dict[str, set[str]]:
+    """Evaluation set -> keys of its ground-truth artifacts."""
+    found: dict[str, set[str]] = {}
+    for ref in store.list("lds-ground-truth"):
+        found.setdefault(ref.config["eval_set"], set()).add(ref.key)
+    return found
+
+
+def check_evaluation(store: ArtifactStore, result: dict) -> None:
+    """The report of the evaluation stage has every method's LDS on both sets."""
+    report = result["evaluation"].resolve()
+    lds = pl.read_parquet(store.local_dir(report) / "lds.parquet")
+    pairs = set(zip(lds["eval_set"], lds["method"], strict=True))
+    assert {(s, m) for s in ("eval_a", "eval_b") for m in EVAL_METHODS} <= pairs
+    assert lds["lds"].is_between(-1.0, 1.0).all()
+    assert ("eval_a", "noise ceiling") in pairs
 
 
 def run(root: str, config: PipelineConfig) -> dict:
@@ -122,12 +159,14 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
     assert helpful == sorted(helpful, reverse=True)
     after_first = keys_by_stage(store)
     check_queries_after_pipeline(store, first)
+    check_evaluation(store, first)
 
     started = time.perf_counter()
     second = run(root, config)
     rerun_seconds = time.perf_counter() - started
     assert keys_by_stage(store) == after_first, "a rerun without data changes created artifacts"
     assert second["encoder"] == first["encoder"] and second["embeddings"] == first["embeddings"]
+    assert second["evaluation"] == first["evaluation"]
     print(f"rerun without changes: {rerun_seconds:.1f}s")
 
     # A new version of the pool: only its embeddings are new; labels and encoder are reused.
@@ -141,15 +180,41 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
     assert third["encoder"] == first["encoder"] and third["labels"] == first["labels"]
     assert not new["label-unit"] and not new["encoder"] and not new["labels"]
     assert len(new["embeddings"]) == 1 and third["embeddings"].summary["encoded"] <= 5 + 1
+    assert not new["lds-ground-truth"] and not new["lds-scores"]
 
-    # A new version of the corpus: labels, encoder and embeddings downstream are recomputed.
-    corpus_rows = read_jsonl(data_files["corpus"], 200)[:-10]
-    import_dataset(store, [write_jsonl(data_files["corpus"], corpus_rows)], "corpus")
+    # A new version of one evaluation set: only its ground truth, its scores and the report.
+    truths_before = ground_truth_keys(store)
+    eval_rows = read_jsonl(data_files["eval_a"], 40) + read_jsonl(
+        SAMPLE_DATASETS["dolly"].paths()[0], 5, skip=500
+    )
+    import_dataset(store, [write_jsonl(data_files["eval_a"], eval_rows)], "eval_a")
     fourth = run(root, config)
     after_fourth = keys_by_stage(store)
-    assert fourth["labels"] != third["labels"] and fourth["encoder"] != third["encoder"]
-    assert after_fourth["label-unit"] > after_third["label-unit"]
-    assert fourth["embeddings"].key not in after_third["embeddings"]
+    new = {stage: after_fourth[stage] - after_third[stage] for stage in STAGES}
+    truths_after = ground_truth_keys(store)
+    assert truths_after["eval_b"] == truths_before["eval_b"]
+    assert len(truths_after["eval_a"] - truths_before["eval_a"]) == 1
+    assert len(new["lds-scores"]) == len(EVAL_METHODS)
+    assert {store.get("lds-scores", k).inputs[0] for k in new["lds-scores"]} == (
+        truths_after["eval_a"] - truths_before["eval_a"]
+    )
+    assert len(new["evaluation-report"]) == 1
+    assert fourth["labels"] == third["labels"] and fourth["encoder"] == third["encoder"]
+    assert not new["encoder"] and not new["embeddings"] and not new["label-base"]
+    check_evaluation(store, fourth)
+
+    # A new version of the corpus: labels, encoder, embeddings and every ground truth downstream
+    # (the base LM warms up on the corpus) are recomputed.
+    corpus_rows = read_jsonl(data_files["corpus"], 200)[:-10]
+    import_dataset(store, [write_jsonl(data_files["corpus"], corpus_rows)], "corpus")
+    fifth = run(root, config)
+    after_fifth = keys_by_stage(store)
+    assert fifth["labels"] != fourth["labels"] and fifth["encoder"] != fourth["encoder"]
+    assert after_fifth["label-unit"] > after_fourth["label-unit"]
+    assert fifth["embeddings"].key not in after_fourth["embeddings"]
+    truths_fifth = ground_truth_keys(store)
+    assert all(len(truths_fifth[s] - truths_after[s]) == 1 for s in ("eval_a", "eval_b"))
+    assert fifth["evaluation"].key not in after_fourth["evaluation-report"]
 
 
 def test_cached_result_whose_artifact_was_deleted_is_recomputed(

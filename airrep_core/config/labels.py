@@ -53,14 +53,14 @@ class SamplingConfig(StageConfig):
             "n_subsets": 4,
             "subset_size": 8,
         },
-        # Sized for ~1 hour on 2 AVX2 cores in float32 (~22 s per subset, benchmarks/
-        # label_throughput.py): 4 x 32 = 128 units ~ 47 min, plus the base warm-up ~ 18 min.
+        # Sized for well under an hour on 2 AVX2 cores in float32 (benchmarks/label_throughput.py):
+        # 4 x 32 = 128 subsets of 50 (10% of the pool, as in DESIGN.md §6), plus the warm-up.
         "mini": {
             "n_splits": 4,
             "n_targets": 100,
-            "pool_size": 1000,
+            "pool_size": 500,
             "n_subsets": 32,
-            "subset_size": 100,
+            "subset_size": 50,
         },
         "paper": {
             "n_splits": 100,
@@ -97,7 +97,7 @@ class EvaluationSamplingConfig(StageConfig):
 
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "tiny": {"pool_size": 24, "n_test": 6, "n_subsets": 4, "subset_size": 8},
-        "mini": {"pool_size": 1000, "n_test": 100, "n_subsets": 48, "subset_size": 100},
+        "mini": {"pool_size": 500, "n_test": 100, "n_subsets": 24, "subset_size": 50},
         "paper": {"pool_size": 10_000, "n_test": 1000, "n_subsets": 100, "subset_size": 1000},
     }
 

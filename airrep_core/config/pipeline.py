@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from airrep_core.config.base import PRESET_NAMES, StageConfig, help_field, require
 from airrep_core.config.embedding import EmbeddingConfig
 from airrep_core.config.encoder import EncoderTrainConfig
+from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.errors import ConfigError
 
@@ -69,7 +70,11 @@ class EncoderStageConfig(StageConfig):
 class PipelineConfig(StageConfig):
     """The end-to-end pipeline: which datasets play which role, and every stage's config."""
 
-    corpus: str = help_field("flan_p3", "dataset the labels (and so the encoder) are trained on")
+    corpus: str = help_field(
+        "flan_p3_train",
+        "dataset the labels (and so the encoder) are trained on; the default is the sample P3 "
+        "without its held-out templates (the P3 evaluation set)",
+    )
     labels: LabelsConfig = dataclasses.field(
         default_factory=LabelsConfig, metadata={"help": "label generation"}
     )
@@ -83,6 +88,10 @@ class PipelineConfig(StageConfig):
     )
     query_dataset: str = help_field(
         "dolly", "dataset whose first example is attributed at the end of a run, as an example"
+    )
+    evaluation: EvaluationConfig = dataclasses.field(
+        default_factory=EvaluationConfig,
+        metadata={"help": "the evaluation stage (LDS against baselines; DESIGN.md §3)"},
     )
 
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
@@ -130,4 +139,5 @@ _PIPELINE_PARTS: dict[str, type[StageConfig]] = {
     "labels": LabelsConfig,
     "encoder": EncoderStageConfig,
     "embedding": EmbeddingConfig,
+    "evaluation": EvaluationConfig,
 }
