@@ -98,7 +98,7 @@ def dispatch_shard(
 
 @flow(
     name="generate-labels",
-    flow_run_name="labels-{dataset.stage}-{dataset.key:.8}",
+    flow_run_name="labels-{dataset.summary[name]}-{dataset.key:.8}",
     task_runner=ThreadPoolTaskRunner(max_workers=8),
     log_prints=True,
 )
