@@ -8,9 +8,8 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 import polars as pl
+import pytest
 
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.pipeline import PipelineConfig
