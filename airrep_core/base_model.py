@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     LlamaConfig,
     PretrainedConfig,
     PreTrainedModel,
@@ -32,36 +31,12 @@ from transformers import (
 from airrep_core.config.labels import BaseModelConfig
 from airrep_core.examples import Example
 from airrep_core.lm_device import resolve_device
+from airrep_core.lm_loading import load_causal_lm
 from airrep_core.lm_tokenizer import train_bpe_tokenizer
 from airrep_core.sampling import partition_corpus
 from airrep_core.warmup import pack_blocks, warm_up, warmup_text
 
 _SCRATCH_CONFIGS: dict[str, type[PretrainedConfig]] = {"qwen2": Qwen2Config, "llama": LlamaConfig}
-
-
-def load_causal_lm(
-    name_or_path: str | Path, device: torch.device, revision: str = ""
-) -> tuple[PreTrainedModel, Any]:
-    """``(model, tokenizer)`` through ``from_pretrained``: float32 weights on ``device``, eval mode.
-
-    The tokenizer gets a pad token (its EOS) when it has none, for batching.
-    """
-    kwargs: dict[str, Any] = {"revision": revision} if revision else {}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(name_or_path), dtype=torch.float32, **kwargs
-        )
-    except OSError as e:
-        raise ValueError(
-            f"cannot load a causal LM from {str(name_or_path)!r}: not a local model directory and "
-            f"not loadable from the hub (offline: HF_HUB_OFFLINE=1 needs the files cached): {e}"
-        ) from e
-    if tokenizer.eos_token_id is None:
-        raise ValueError(f"the tokenizer of {str(name_or_path)!r} has no EOS token")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device).eval(), tokenizer
 
 
 @dataclass
@@ -103,7 +78,7 @@ def build_base_model(
     out_dir = Path(out_dir)
     device = resolve_device(config.device)
     if not config.is_scratch:
-        model, tokenizer = load_causal_lm(config.model, device, config.revision)
+        model, tokenizer = load_causal_lm(config.model, device, revision=config.revision)
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         return BaseModelReport(

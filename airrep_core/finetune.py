@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from airrep_core.base_model import load_causal_lm
 from airrep_core.config.labels import FinetuneConfig
 from airrep_core.examples import Example
 from airrep_core.lm_data import IGNORE_INDEX, collate
 from airrep_core.lm_device import autocast, resolve_device, resolve_precision
+from airrep_core.lm_loading import load_causal_lm
 from airrep_core.lm_loss import pad_token_id, response_losses_for_model, tokenize_pairs
 
 

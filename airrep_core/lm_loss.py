@@ -27,13 +27,7 @@ from airrep_core.lm_data import (
     tokenize_example,
 )
 from airrep_core.lm_device import resolve_device
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-"""The model weight dtypes a backend accepts, by name."""
+from airrep_core.lm_loading import DTYPES, load_causal_lm
 
 
 class LossBackend(Protocol):
@@ -141,43 +135,6 @@ def response_losses_for_model(
     finally:
         model.train(was_training)
     return losses
-
-
-def require_dir_with(directory: Path, file_name: str, what: str) -> Path:
-    """``directory`` as a ``Path``; ``FileNotFoundError`` naming it when ``file_name`` is missing."""
-    directory = Path(directory)
-    if not (directory / file_name).is_file():
-        raise FileNotFoundError(f"{directory}: no {file_name}, so not a saved {what} directory")
-    return directory
-
-
-def load_causal_lm(
-    model_dir: Path,
-    *,
-    adapter_dir: Path | None = None,
-    device: str = "auto",
-    dtype: str = "float32",
-) -> tuple[torch.nn.Module, Any]:
-    """``(model, tokenizer)`` from a ``save_pretrained`` directory, with an optional LoRA adapter.
-
-    The model is in eval mode on ``resolve_device(device)`` with weights in ``dtype``
-    (one of ``DTYPES``); the adapter (peft ``PeftModel.from_pretrained``) stays unmerged.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is invalid; allowed: {sorted(DTYPES)}")
-    model_dir = require_dir_with(model_dir, "config.json", "model")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[dtype])
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        adapter_dir = require_dir_with(adapter_dir, "adapter_config.json", "LoRA adapter")
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    model.to(resolve_device(device))
-    model.eval()
-    return model, tokenizer
 
 
 class TransformersLossBackend:

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from airrep_core.lm_data import IGNORE_INDEX, MIN_MAX_LENGTH, TokenizedExample
-from airrep_core.lm_loss import DTYPES, require_dir_with, tokenize_pairs
+from airrep_core.lm_loading import DTYPES, require_dir_with
+from airrep_core.lm_loss import tokenize_pairs
 
 CONFIG_KEYS_IGNORED_FOR_REUSE = ("_name_or_path", "transformers_version")
 """``config.json`` keys that may differ between two checkpoints of one architecture."""
@@ -138,7 +139,7 @@ class VLLMLossBackend:
     Args:
         max_length: the most tokens per example (``lm_data`` truncation rule); the engine's
             ``max_model_len`` is ``max_length + 1`` (vLLM generates one token per request).
-        dtype: weight and compute dtype, one of ``lm_loss.DTYPES`` (float32 to agree with the
+        dtype: weight and compute dtype, one of ``lm_loading.DTYPES`` (float32 to agree with the
             transformers backend to ~1e-5; bfloat16 for speed).
         enable_lora: start every engine with LoRA support, not only on the first adapter request
             (saves an engine restart when base-model and adapter calls mix).

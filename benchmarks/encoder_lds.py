@@ -12,6 +12,11 @@ artifact; resumable), then scores the held-out splits with:
 and prints LDS ×100, ranking accuracy and the training curve.
 
     .venv/bin/python -m benchmarks.encoder_lds            # the defaults below (about an hour)
+    .venv/bin/python -m benchmarks.encoder_lds --preset mini
+
+``--preset mini`` uses exactly the ``mini`` labels and encoder of the pipeline and of
+``airrep bench lds --preset mini`` (labels on ``flan_p3_train``; reused from the store when that
+run made them), so that only the held-out scoring runs.
 """
 
 from __future__ import annotations
@@ -32,12 +37,19 @@ from storage.datasets import import_dataset
 from storage.root import default_root_uri
 from storage.sample_data import sample_dataset
 from tasks.encoder import HISTORY_FILE, load_encoder, train_encoder_artifact
+from tasks.evaluation import import_p3_holdout
 from tasks.labels import generate_labels, load_corpus, load_split_labels
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=None, help="storage root (default ./artifacts)")
+    parser.add_argument(
+        "--preset",
+        choices=("custom", "mini"),
+        default="custom",
+        help="mini: the pipeline's mini labels and encoder (ignores the size options below)",
+    )
     parser.add_argument("--splits", type=int, default=3)
     parser.add_argument("--subsets", type=int, default=24)
     parser.add_argument("--subset-size", type=int, default=50)
@@ -50,19 +62,27 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     store = ArtifactStore(args.root or default_root_uri())
-    sample = sample_dataset("flan_p3")
-    p3 = import_dataset(store, sample.paths(), sample.name, skip_invalid=sample.skip_invalid)
-    labels_config = LabelsConfig.preset(
-        "mini",
-        sampling={
-            "n_splits": args.splits,
-            "n_subsets": args.subsets,
-            "subset_size": args.subset_size,
-            "n_targets": args.targets,
-            "pool_size": args.pool,
-        },
-        base={"max_steps": args.warmup_steps},
-    )
+    if args.preset == "mini":
+        p3, _ = import_p3_holdout(store)
+        labels_config = LabelsConfig.preset("mini")
+        stage = EncoderStageConfig.preset("mini")
+    else:
+        sample = sample_dataset("flan_p3")
+        p3 = import_dataset(store, sample.paths(), sample.name, skip_invalid=sample.skip_invalid)
+        labels_config = LabelsConfig.preset(
+            "mini",
+            sampling={
+                "n_splits": args.splits,
+                "n_subsets": args.subsets,
+                "subset_size": args.subset_size,
+                "n_targets": args.targets,
+                "pool_size": args.pool,
+            },
+            base={"max_steps": args.warmup_steps},
+        )
+        train = EncoderTrainConfig.preset("mini", steps=args.encoder_steps)
+        stage = EncoderStageConfig(train=train, validation_splits=args.validation_splits)
+    train_config = stage.train
     started = time.perf_counter()
     labels_ref = generate_labels(
         store,
@@ -71,15 +91,13 @@ def main() -> None:
         progress=lambda done, total, o: print(f"unit {done}/{total}", flush=True),
     )
     labels_seconds = time.perf_counter() - started
-    train_config = EncoderTrainConfig.preset("mini", steps=args.encoder_steps)
-    stage = EncoderStageConfig(train=train_config, validation_splits=args.validation_splits)
     started = time.perf_counter()
     labels_artifact = store.get("labels", labels_ref.labels_key)
     encoder_ref = train_encoder_artifact(store, p3.ref, labels_artifact, stage)
     train_seconds = time.perf_counter() - started
 
     split_labels = load_split_labels(store, labels_ref)
-    held_out = split_labels[len(split_labels) - args.validation_splits :]
+    held_out = split_labels[len(split_labels) - stage.validation_splits :]
     examples = load_corpus(store, p3).examples
     trained = load_encoder(store, encoder_ref)
     candidates = {
@@ -128,9 +146,10 @@ def main() -> None:
             print(
                 f"| {r['step']} | {r['loss']:.4f} | {100 * v['lds']:.1f} | {v['ranking_accuracy']:.3f} |"
             )
+    options = {"preset": "mini"} if args.preset == "mini" else vars(args)
     print(
         "\nreproduce: .venv/bin/python -m benchmarks.encoder_lds "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v is not None)
     )
 
 

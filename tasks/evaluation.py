@@ -371,11 +371,10 @@ class MethodFactory:
         if method not in MODEL_METHODS:
             return build_attributor(method, self.config.baseline_preset)
         if self._lm is None or self._lm[0] != base_key:
-            from airrep_core.base_model import load_causal_lm
-            from airrep_core.lm_device import resolve_device
+            from airrep_core.lm_loading import load_causal_lm
 
             base_dir = self.store.local_dir(self.store.get(labels.BASE_STAGE, base_key))
-            model, tokenizer = load_causal_lm(base_dir, resolve_device("auto"))
+            model, tokenizer = load_causal_lm(base_dir)
             self._lm = (base_key, model, tokenizer)
         return build_attributor(
             method, self.config.baseline_preset, model=self._lm[1], tokenizer=self._lm[2]
