@@ -42,6 +42,13 @@ def lds_command(
         help="Evaluation set (repeatable): p3, dolly, gsm8k, hh_rlhf_harmless or any imported "
         "dataset's name; default: the preset's sets.",
     ),
+    transfer_set: list[str] = typer.Option(  # noqa: B008 (typer's idiom)
+        None,
+        "--transfer-set",
+        help="Cross-model transfer (repeatable): evaluation sets re-labelled with another base LM "
+        "(a Llama); default: the preset's (none at tiny and mini: it adds a warm-up and K "
+        "fine-tunes per set).",
+    ),
     root: str | None = typer.Option(
         None, "--root", help="Storage root URI (file://, s3://); default $AIRREP_STORAGE_ROOT."
     ),
@@ -54,7 +61,12 @@ def lds_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     store = ArtifactStore(root)
     result = run_bench(
-        store, preset, eval_set or None, root, progress=lambda m: typer.echo(f"... {m}", err=True)
+        store,
+        preset,
+        eval_set or None,
+        root,
+        progress=lambda m: typer.echo(f"... {m}", err=True),
+        transfer_sets=transfer_set or None,
     )
     report = result.evaluation.report
     typer.echo(result.evaluation.markdown)

@@ -801,11 +801,18 @@ class BenchResult:
     command: str
 
 
-def bench_command(preset: str, eval_sets: Sequence[str] | None, root: str | None) -> str:
+def bench_command(
+    preset: str,
+    eval_sets: Sequence[str] | None,
+    root: str | None,
+    transfer_sets: Sequence[str] | None = None,
+) -> str:
     """The CLI command that reproduces a benchmark run."""
     parts = ["airrep", "bench", "lds", "--preset", preset]
     for name in eval_sets or ():
         parts += ["--eval-set", name]
+    for name in transfer_sets or ():
+        parts += ["--transfer-set", name]
     if root:
         parts += ["--root", root]
     return shlex.join(parts)
@@ -817,15 +824,19 @@ def run_bench(
     eval_sets: Sequence[str] | None = None,
     root: str | None = None,
     progress: Callable[[str], None] | None = None,
+    transfer_sets: Sequence[str] | None = None,
 ) -> BenchResult:
     """The LDS benchmark at ``preset`` end to end, every step cached in ``store``:
     P3 split by template, labels on ``flan_p3_train`` (``LabelsConfig.preset``), the AirRep encoder
-    (``EncoderStageConfig.preset``), the transfer base LM, then ``evaluate``."""
+    (``EncoderStageConfig.preset``), the transfer base LM when there are transfer sets (the
+    preset's, or ``transfer_sets``), then ``evaluate``."""
     say = progress or log.info
     config = EvaluationConfig.preset(preset)
     if eval_sets:
         config = config.replace(eval_sets=tuple(eval_sets))
-    command = bench_command(preset, eval_sets, root)
+    if transfer_sets:
+        config = config.replace(transfer_eval_sets=tuple(transfer_sets))
+    command = bench_command(preset, eval_sets, root, transfer_sets)
     say("importing P3 split by template (train / held out)")
     p3_train, _ = import_p3_holdout(store)
     labels_config = LabelsConfig.preset(preset)

@@ -8,7 +8,8 @@ Presets:
 - ``mini`` (the CPU benchmark, about 1.5 h on 2 AVX2 cores with its labels and encoder): P3
   (held-out templates), Dolly, GSM8K and HH-RLHF harmless, each K = 24 subsets of 50 from a pool
   of 500 (10% of the pool, as in DESIGN.md §6) and 100 test examples; 8 subsets retrained with a
-  second seed for the noise ceiling; the transfer base is a Llama warmed up for 150 steps.
+  second seed for the noise ceiling. Cross-model transfer is opt-in (``--transfer-set``): a Llama
+  warmed up for 150 steps.
 - ``paper``: the paper's sizes (100 subsets of 1,000, 1,000 test examples) on a GPU.
 
 The ground truth fine-tunes exactly as label generation does: ``finetune`` defaults to the
@@ -141,6 +142,9 @@ class EvaluationConfig(StageConfig):
             "sampling": {"pool_size": 500, "n_test": 100, "n_subsets": 24, "subset_size": 50},
             "noise_subsets": 8,
             "airrep_precision": "auto",
+            # Transfer adds a warm-up and K fine-tunes per set (about 17 min for Dolly):
+            # `airrep bench lds --preset mini --transfer-set dolly` adds it to a finished run.
+            "transfer_eval_sets": (),
             "transfer_base": {"architecture": "llama", "max_steps": 150},
         },
         "paper": {
