@@ -7,7 +7,6 @@ embedding store), ``bench`` (LDS evaluation against baselines). ``airrep COMMAND
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Annotated
 
@@ -59,7 +58,6 @@ def run_command(
     the pool, attribute an example, and evaluate against the baselines. Uses Prefect's ephemeral
     mode unless PREFECT_API_URL points at a server; every stage whose artifact exists in the
     store is skipped."""
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.pipeline import pipeline_flow
 
     started = time.perf_counter()
