@@ -5,7 +5,7 @@ Presets:
 
 - ``tiny`` (tests, about a minute on 2 cores): Dolly only, K = 6 subsets of 16 from a pool of 64,
   8 test examples, the tiny base LM; every method at its ``tiny`` settings.
-- ``mini`` (the CPU benchmark, about 1.5 h on 2 AVX2 cores with its labels and encoder): P3
+- ``mini`` (the CPU benchmark, about 2 h on 2 AVX2 cores with its labels and encoder): P3
   (held-out templates), Dolly, GSM8K and HH-RLHF harmless, each K = 24 subsets of 50 from a pool
   of 500 (10% of the pool, as in DESIGN.md §6) and 100 test examples; 8 subsets retrained with a
   second seed for the noise ceiling. Cross-model transfer is opt-in (``--transfer-set``): a Llama
