@@ -37,7 +37,7 @@ from storage.datasets import import_dataset
 from storage.root import default_root_uri
 from storage.sample_data import sample_dataset
 from tasks.encoder import HISTORY_FILE, load_encoder, train_encoder_artifact
-from tasks.evaluation import import_p3_holdout
+from tasks.ground_truth import import_p3_holdout
 from tasks.labels import generate_labels, load_corpus, load_split_labels
 
 

@@ -38,7 +38,7 @@ from airrep_core.finetune import FinetuneStats, SubsetFinetuner
 from airrep_core.lm_loss import tokenize_pairs
 from airrep_core.sampling import partition_corpus, sample_split
 from storage.artifacts import ArtifactStore
-from tasks.evaluation import import_p3_holdout
+from tasks.ground_truth import import_p3_holdout
 from tasks.labels import build_base, load_corpus
 
 QUICK_WARMUP_STEPS = 2

@@ -1,12 +1,12 @@
-"""Prefect tasks of the evaluation stage: thin wrappers around ``tasks.evaluation`` returning
-``StepRef``s (DESIGN.md §3, §4).
+"""Prefect tasks of the evaluation stage: thin wrappers around ``tasks.ground_truth``,
+``tasks.method_scores`` and ``tasks.evaluation`` returning ``StepRef``s (DESIGN.md §3, §4).
 
 One task per step the UI should show: the P3 template split, an evaluation set's dataset, its
 LDS ground truth (fine-tunes: ``gpu`` tag and a timeout), one method's scores on one ground truth,
 and the report (classification, data selection, tables, chart). Every task reads from the store,
-calls one function of ``tasks.evaluation`` and returns a small reference; the store skips work
-whose content key exists, so a new version of one evaluation set reruns only its ground truth,
-its scores and the report.
+calls one of their step functions and returns a small reference; the store skips work whose
+content key exists, so a new version of one evaluation set reruns only its ground truth, its
+scores and the report.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.evaluation.report import CHART_FILE
-from tasks import evaluation
+from tasks import evaluation, ground_truth, method_scores
 from tasks.caching import store_verified_cache
 from tasks.data_tasks import dataset_ref
 from tasks.monitoring import Progress, publish_link, publish_markdown, publish_table, run_logger
@@ -33,7 +33,7 @@ REPORT_TIMEOUT_S = 6 * 3600
 def split_p3_task(root: str) -> dict[str, tuple[StepRef, bool]]:
     """Import the sample P3 data split by template into ``flan_p3_train`` (the label corpus) and
     ``flan_p3_heldout`` (the P3 evaluation set); returns ``{name: (ref, is_new_version)}``."""
-    versions = evaluation.import_p3_holdout(open_store(root))
+    versions = ground_truth.import_p3_holdout(open_store(root))
     for version in versions:
         run_logger().info(
             "dataset %s: version %s, %d rows (%s)",
@@ -49,7 +49,7 @@ def split_p3_task(root: str) -> dict[str, tuple[StepRef, bool]]:
 def resolve_eval_set_task(root: str, name: str) -> StepRef:
     """The latest dataset version of evaluation set ``name`` (a built-in set is imported from the
     sample data when the store lacks it). Never cached: "latest" changes with new imports."""
-    return dataset_ref(root, evaluation.resolve_eval_dataset(open_store(root), name))
+    return dataset_ref(root, ground_truth.resolve_eval_dataset(open_store(root), name))
 
 
 @task(
@@ -75,7 +75,7 @@ def ground_truth_task(
         done += 1
         progress.update(done, n_units)
 
-    ref = evaluation.build_ground_truth(
+    ref = ground_truth.build_ground_truth(
         store, name, dataset.resolve(), base.resolve(), config, report
     )
     run_logger().info("ground truth %s: %s", name, ref.metadata)
@@ -93,9 +93,9 @@ def score_method_task(
 ) -> StepRef:
     """``method``'s group scores and LDS against one ground truth."""
     store = open_store(root)
-    factory = evaluation.MethodFactory(store, config, encoder.resolve())
-    ref = evaluation.score_method(store, method, truth.resolve(), factory)
-    row = evaluation.lds_row(ref)
+    factory = method_scores.MethodFactory(store, config, encoder.resolve())
+    ref = method_scores.score_method(store, method, truth.resolve(), factory)
+    row = method_scores.lds_row(ref)
     run_logger().info(
         "%s on %s: LDS %.4f ± %.4f", method, row["eval_set"], row["lds"], row["stderr"]
     )

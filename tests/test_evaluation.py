@@ -23,7 +23,7 @@ from airrep_core.config.evaluation import ALL_METHODS, EvaluationConfig
 from airrep_core.evaluation import NOISE_CEILING, top1_accuracy
 from flows.cli_bench import bench_app
 from storage.artifacts import ArtifactStore
-from tasks import evaluation, labels
+from tasks import evaluation, ground_truth, labels, method_scores
 
 PRESET = "tiny"
 
@@ -67,10 +67,10 @@ def test_bench_tiny_scores_every_method_with_a_noise_ceiling(bench):
 
 def test_stored_group_scores_reproduce_the_lds_with_scipy(bench):
     store = bench.store
-    truth_ref = store.list(evaluation.GROUND_TRUTH_STAGE)[0]
-    truth = evaluation.load_ground_truth(store, truth_ref)
+    truth_ref = store.list(ground_truth.GROUND_TRUTH_STAGE)[0]
+    truth = ground_truth.load_ground_truth(store, truth_ref)
     losses = truth.labels.losses  # (K, n_test)
-    for ref in store.list(evaluation.SCORES_STAGE):
+    for ref in store.list(method_scores.SCORES_STAGE):
         if ref.inputs[0] != truth_ref.key:
             continue
         frame = pl.read_parquet(store.local_dir(ref) / "group_scores.parquet")
@@ -87,8 +87,8 @@ def test_stored_group_scores_reproduce_the_lds_with_scipy(bench):
 
 def test_ground_truth_is_dolly_with_disjoint_prompts_and_retrained_subsets(bench):
     store = bench.store
-    (truth_ref,) = store.list(evaluation.GROUND_TRUTH_STAGE)
-    truth = evaluation.load_ground_truth(store, truth_ref)
+    (truth_ref,) = store.list(ground_truth.GROUND_TRUTH_STAGE)
+    truth = ground_truth.load_ground_truth(store, truth_ref)
     assert truth.name == "dolly" and truth.labels.losses.shape == (6, 8)
     assert all(len(members) == 16 for members in truth.labels.subset_members)
     assert len(truth.pool) <= 64 and truth_ref.metadata["pool_size"] == 64
@@ -147,7 +147,7 @@ def test_classification_on_hh_rlhf_chosen_rejected_with_tfidf_is_sane(bench):
     config = EvaluationConfig.preset(
         "tiny", classification_pool_per_class=60, classification_queries=60
     )
-    task, _ = evaluation.classification_task(store, "hh_chosen_rejected", config)
+    task, _ = method_scores.classification_task(store, "hh_chosen_rejected", config)
     assert set(task.classes) == {"chosen", "rejected"} and len(task.queries) == 60
     assert not {e.prompt for e in task.pool} & {e.prompt for e in task.queries}
     tfidf = TfidfAttributor()
@@ -160,10 +160,10 @@ def test_classification_on_hh_rlhf_chosen_rejected_with_tfidf_is_sane(bench):
 
 def test_an_encoder_trained_on_an_evaluation_set_is_refused(bench):
     store = bench.store
-    dolly = evaluation.resolve_eval_dataset(store, "dolly")
+    dolly = ground_truth.resolve_eval_dataset(store, "dolly")
     corpus = labels.load_corpus(store, dolly)
     with pytest.raises(ValueError, match=f"shares {len(corpus.examples)} example"):
-        evaluation.check_held_out(store, dolly.version, {"dolly": corpus})
+        ground_truth.check_held_out(store, dolly.version, {"dolly": corpus})
 
 
 @pytest.mark.slow

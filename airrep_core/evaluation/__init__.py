@@ -2,7 +2,8 @@
 method on a ground-truth split with the noise ceiling, the classification and data-selection
 tests, evaluation-set hold-out rules, and the report (Markdown, Parquet, PNG).
 
-Storage and orchestration live in ``tasks/evaluation.py``; the CLI in ``flows/cli_bench.py``.
+Storage and orchestration live in ``tasks/ground_truth.py``, ``tasks/method_scores.py``,
+``tasks/data_selection.py`` and ``tasks/evaluation.py``; the CLI in ``flows/cli_bench.py``.
 """
 
 from airrep_core.evaluation.airrep_attributor import AirRepAttributor
