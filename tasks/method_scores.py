@@ -18,16 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airrep_core.baselines import MODEL_METHODS, Attributor, build_attributor
-from airrep_core.config.baselines import (
-    Bm25Config,
-    EncoderBaselineConfig,
-    GradDotConfig,
-    LograConfig,
-    RdsConfig,
-    TfidfConfig,
-    TrakConfig,
-)
+from airrep_core.baselines import BASELINE_CONFIGS, MODEL_METHODS, Attributor, build_attributor
 from airrep_core.config.evaluation import AIRREP_METHODS, EvaluationConfig
 from airrep_core.evaluation.airrep_attributor import AirRepAttributor
 from airrep_core.evaluation.classification import (
@@ -48,16 +39,6 @@ CLASSIFICATION_STAGE = "classification-scores"
 
 SOURCE_TASK_SETS = ("p3", "dolly", "gsm8k", "hh_rlhf_harmless")
 """The mixed pool of the ``source`` classification test (label = the evaluation set)."""
-
-_BASELINE_CONFIGS = {
-    "encoder": EncoderBaselineConfig,
-    "tfidf": TfidfConfig,
-    "bm25": Bm25Config,
-    "rds": RdsConfig,
-    "grad_dot": GradDotConfig,
-    "logra": LograConfig,
-    "trak": TrakConfig,
-}
 
 
 log = logging.getLogger("airrep.evaluation")
@@ -90,7 +71,7 @@ class MethodFactory:
                 "batch_size": self.config.airrep_batch_size,
                 "precision": self.config.airrep_precision,
             }
-        return _BASELINE_CONFIGS[method].preset(self.config.baseline_preset).to_dict()
+        return BASELINE_CONFIGS[method].preset(self.config.baseline_preset).to_dict()
 
     def inputs(self, method: str, base_key: str) -> list[str]:
         """Artifact keys the method's scores depend on besides the data."""

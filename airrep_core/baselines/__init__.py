@@ -46,6 +46,17 @@ MODEL_METHODS = ("rds", "grad_dot", "logra", "trak")
 
 METHODS = TEXT_METHODS + MODEL_METHODS
 
+BASELINE_CONFIGS = {
+    "tfidf": TfidfConfig,
+    "bm25": Bm25Config,
+    "encoder": EncoderBaselineConfig,
+    "rds": RdsConfig,
+    "grad_dot": GradDotConfig,
+    "logra": LograConfig,
+    "trak": TrakConfig,
+}
+"""Each method's config class; its presets (tiny/mini/paper) are the method's fair settings."""
+
 
 def build_attributor(
     method: str, preset: str = "mini", *, model: Any = None, tokenizer: Any = None
@@ -75,6 +86,7 @@ def build_attributor(
 
 
 __all__ = [
+    "BASELINE_CONFIGS",
     "METHODS",
     "MODEL_METHODS",
     "TEXT_METHODS",
