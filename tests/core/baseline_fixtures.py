@@ -13,13 +13,11 @@ Use from a test module (tests/core has no ``__init__.py``, so pytest puts it on 
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import torch
+from p3_fixtures import TEMPLATES, p3_examples
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -33,61 +31,26 @@ from airrep_core.examples import Example
 from airrep_core.lm_data import collate, tokenize_example
 from airrep_core.lm_tokenizer import train_bpe_tokenizer
 
-END_OF_TEXT = "<|endoftext|>"
-TEMPLATES = (
-    "imdb_Movie_Expressed_Sentiment",
-    "ag_news_classify",
-    "gigaword_make_a_title",
-    "samsum_Summarize_",
-    "commonsense_qa_answer_to_question",
-    "sciq_Direct_Question",
-)
-"""Six templates of six different P3 tasks."""
 SEED = 0
-
-
-def data_dir() -> Path:
-    """``$AIRREP_DATA_DIR``, default ``<repo>/../shared/data``."""
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return Path(os.environ.get("AIRREP_DATA_DIR", default))
-
-
-@cache
-def p3_examples(per_template: int = 50) -> tuple[Example, ...]:
-    """The first ``per_template`` examples with a non-empty response of each of ``TEMPLATES``."""
-    examples = []
-    for template in TEMPLATES:
-        path = data_dir() / "flan_p3" / f"{template}.jsonl"
-        kept = 0
-        with path.open() as lines:
-            for line_number, line in enumerate(lines, start=1):
-                row = json.loads(line)
-                response = row["completion"].removesuffix(END_OF_TEXT).strip()
-                if not response:
-                    continue
-                examples.append(
-                    Example(
-                        f"{template}:{line_number}", row["prompt"], response, "flan_p3", template
-                    )
-                )
-                kept += 1
-                if kept == per_template:
-                    break
-    return tuple(examples)
+PER_TEMPLATE = 50
+"""P3 rows per task: the first 40 train the tiny LM, the last 10 are train/query examples."""
 
 
 def train_and_query_examples(
     n_train: int = 18, n_query: int = 6
 ) -> tuple[list[Example], list[Example]]:
     """Train and query examples interleaved over the six tasks (disjoint, from the 41st row on)."""
-    by_task = [list(p3_examples()[i * 50 + 40 : i * 50 + 50]) for i in range(len(TEMPLATES))]
+    by_task = [
+        list(p3_examples(PER_TEMPLATE)[i * PER_TEMPLATE + 40 : (i + 1) * PER_TEMPLATE])
+        for i in range(len(TEMPLATES))
+    ]
     mixed = [task[row] for row in range(10) for task in by_task]
     return mixed[:n_train], mixed[n_train : n_train + n_query]
 
 
 def build_tiny_target_lm(directory: Path) -> Path:
     """Train the tokenizer and the 2-layer Qwen2 on the first 40 rows of each task; save them."""
-    corpus = [e for i, e in enumerate(p3_examples()) if i % 50 < 40]
+    corpus = [e for i, e in enumerate(p3_examples(PER_TEMPLATE)) if i % PER_TEMPLATE < 40]
     tokenizer = train_bpe_tokenizer((f"{e.prompt} {e.response}" for e in corpus), vocab_size=1024)
     config = Qwen2Config(
         vocab_size=len(tokenizer),

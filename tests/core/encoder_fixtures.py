@@ -11,16 +11,14 @@ per-subset task mixture (Dirichlet(0.3) over templates) so that labels vary acro
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import torch
+from p3_fixtures import p3_examples
 from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
 
 from airrep_core.config.encoder import DEFAULT_ENCODER
@@ -28,47 +26,9 @@ from airrep_core.encoder import AirRepEncoder, resolve_backbone
 from airrep_core.examples import Example
 from airrep_core.labels import SplitLabels
 
-END_OF_TEXT = "<|endoftext|>"
-# Six templates of six different P3 tasks with non-empty, distinctive responses.
-TEMPLATES = (
-    "imdb_Movie_Expressed_Sentiment",
-    "ag_news_classify",
-    "gigaword_make_a_title",
-    "samsum_Summarize_",
-    "commonsense_qa_answer_to_question",
-    "sciq_Direct_Question",
-)
 WORD = re.compile(r"[a-z0-9]+")
-
-
-def data_dir() -> Path:
-    """``$AIRREP_DATA_DIR``, default ``<repo>/../shared/data``."""
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return Path(os.environ.get("AIRREP_DATA_DIR", default))
-
-
-@cache
-def p3_examples(per_template: int = 60) -> tuple[Example, ...]:
-    """The first ``per_template`` examples with a non-empty response of each of ``TEMPLATES``."""
-    examples = []
-    for template in TEMPLATES:
-        path = data_dir() / "flan_p3" / f"{template}.jsonl"
-        kept = 0
-        with path.open() as f:
-            for line_number, line in enumerate(f, start=1):
-                row = json.loads(line)
-                response = row["completion"].removesuffix(END_OF_TEXT).strip()
-                if not response:
-                    continue
-                examples.append(
-                    Example(
-                        f"{template}:{line_number}", row["prompt"], response, "flan_p3", template
-                    )
-                )
-                kept += 1
-                if kept == per_template:
-                    break
-    return tuple(examples)
+PER_TEMPLATE = 60
+"""P3 rows per task in the encoder tests' examples."""
 
 
 def words(text: str) -> list[str]:
@@ -119,7 +79,7 @@ def unigram_label_set(
     n_splits: int, n_targets: int, n_subsets: int, subset_size: int, seed: int = 0
 ) -> tuple[list[SplitLabels], dict[str, Example]]:
     """``n_splits`` disjoint splits (targets and pools) of the P3 examples, and the examples."""
-    examples = list(p3_examples())
+    examples = list(p3_examples(PER_TEMPLATE))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(examples))
     per_split = len(examples) // n_splits

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from encoder_fixtures import p3_examples
+from encoder_fixtures import PER_TEMPLATE
+from p3_fixtures import p3_examples
 
 from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder, resolve_backbone
 from airrep_core.examples import encoder_text
@@ -23,7 +24,7 @@ def encoder() -> AirRepEncoder:
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
     # Real P3 examples of very different lengths (some truncated at MAX_LENGTH tokens).
-    return [encoder_text(e.prompt, e.response) for e in p3_examples()[::45]][:8]
+    return [encoder_text(e.prompt, e.response) for e in p3_examples(PER_TEMPLATE)[::45]][:8]
 
 
 def test_encode_is_invariant_to_batch_size_and_input_order(encoder, texts):

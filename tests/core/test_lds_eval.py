@@ -10,7 +10,8 @@ import warnings
 import numpy as np
 import polars as pl
 import pytest
-from encoder_fixtures import data_dir, p3_examples
+from encoder_fixtures import PER_TEMPLATE
+from p3_fixtures import p3_examples
 from scipy.stats import spearmanr
 
 from airrep_core.baselines import TfidfAttributor
@@ -40,6 +41,7 @@ from airrep_core.evaluation.eval_sets import (
 )
 from airrep_core.examples import Example
 from airrep_core.scoring import group_scores
+from storage.sample_data import sample_data_dir
 
 
 def scipy_lds(group: np.ndarray, losses: np.ndarray) -> float:
@@ -98,7 +100,7 @@ def encoder() -> AirRepEncoder:
 
 @pytest.mark.parametrize("pooling", ["attention", "mean"])
 def test_airrep_group_score_equals_scoring_group_scores(encoder, pooling):
-    examples = list(p3_examples())[::20][:18]
+    examples = list(p3_examples(PER_TEMPLATE))[::20][:18]
     train, queries = examples[:14], examples[14:]
     subsets = [[0, 3, 5], [1, 2, 4, 8, 9, 13], [7], [10, 11, 12, 6]]
     attributor = AirRepAttributor(encoder, pooling=pooling, batch_size=8)
@@ -120,7 +122,7 @@ def test_airrep_group_score_equals_scoring_group_scores(encoder, pooling):
 
 
 def test_score_subsets_uses_the_method_group_rule_and_ids():
-    examples = list(p3_examples())[::10][:26]
+    examples = list(p3_examples(PER_TEMPLATE))[::10][:26]
     pool, targets = examples[:20], examples[20:]
     subsets = [[pool[i].example_id for i in s] for s in ([0, 1, 2], [5, 9], [19, 4, 7, 8])]
     result = score_subsets(TfidfAttributor(), pool, targets, subsets)
@@ -183,7 +185,7 @@ def test_selection_rules():
 
 
 def test_every_p3_template_has_a_task_and_the_hold_out_is_stable():
-    templates = sorted(p.stem for p in (data_dir() / "flan_p3").glob("*.jsonl"))
+    templates = sorted(p.stem for p in (sample_data_dir() / "flan_p3").glob("*.jsonl"))
     tasks = {p3_task(t) for t in templates}
     assert len(tasks) >= 30 and "commonsense_qa" in tasks and "common_gen" in tasks
     assert p3_task("common_gen_Put_together") == "common_gen"

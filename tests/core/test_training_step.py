@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from encoder_fixtures import p3_examples, tiny_bert_encoder
+from encoder_fixtures import PER_TEMPLATE, tiny_bert_encoder
+from p3_fixtures import p3_examples
 
 from airrep_core.checkpoint import capture_rng_state
 from airrep_core.encoder import AirRepEncoder
@@ -19,7 +20,7 @@ CHUNK = 3
 
 def _batch(encoder: AirRepEncoder) -> StepBatch:
     """7 real P3 targets, 4 ragged subsets over 10 distinct members (one shared), random labels."""
-    examples = p3_examples()[::9]
+    examples = p3_examples(PER_TEMPLATE)[::9]
     targets, members = examples[:7], examples[7:17]
     groups = [[0, 1, 2], [3, 4, 5, 0], [6, 7], [8, 9, 1, 2]]
     membership, mask = pad_membership(groups)
