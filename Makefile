@@ -44,8 +44,9 @@ test-slow: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+## The LDS benchmark (README "Benchmarks"): `make bench PRESET=mini` is the ~2 h CPU run.
 bench: setup
-	$(PY) -m benchmarks.run_all
+	$(VENV)/bin/airrep bench lds --preset $(PRESET)
 
 clean-venv:
 	rm -rf $(VENV)
