@@ -168,8 +168,20 @@ def evaluate(
         "Time: fit (featurise the pool) + score (the test examples), summed over the sets, on "
         "this machine; for throughput at scale see benchmarks/attribution_speed.py.",
     ]
+    used_methods = [
+        *methods,
+        *(row["method"] for row in classification_rows + transfer_rows),
+        *(row["selection"] for row in selection_rows if row["selection"] != "random"),
+    ]
+    settings = {method: factory.settings(method) for method in dict.fromkeys(used_methods)}
     tables = ReportTables(
-        lds_rows, classification_rows, selection_rows, transfer_rows, command, tuple(notes)
+        lds_rows,
+        classification_rows,
+        selection_rows,
+        transfer_rows,
+        command,
+        tuple(notes),
+        settings,
     )
     report_config = {"evaluation": config.to_dict(), "command": command}
     report_inputs = [encoder_ref.key, base_ref.key, *sorted(set(keys))]

@@ -9,6 +9,9 @@ that any tool can read them, and pivoted for the Markdown:
 - ``classification``: task, method, accuracy, chance, n_queries, n_pool.
 - ``selection``: target, selection (a method or ``random``), n, target_loss, base_loss, draws.
 - ``transfer``: like ``lds``, against ground truth from another base LM (column ``base``).
+
+``settings`` (method → its settings: projection size, damping, pooling, ...) is rendered as a
+Markdown section, so that every number states how its method was configured.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class ReportTables:
     transfer: Sequence[Row] = ()
     command: str = ""
     notes: Sequence[str] = field(default_factory=tuple)
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def table(self, name: str) -> Sequence[Row]:
         """The rows of table ``name`` (one of ``TABLE_NAMES``)."""
@@ -136,6 +140,15 @@ def selection_markdown(rows: Sequence[Row]) -> str:
     return _markdown_table(header, body)
 
 
+def settings_markdown(settings: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per method: its settings as ``name=value``, in the order given."""
+    rows = [
+        [method, ", ".join(f"{name}={value}" for name, value in values.items()) or "—"]
+        for method, values in settings.items()
+    ]
+    return _markdown_table(["method", "settings"], rows)
+
+
 def render_markdown(tables: ReportTables, title: str = "AirRep evaluation") -> str:
     """The whole report as Markdown."""
     parts = [f"# {title}", ""]
@@ -152,6 +165,8 @@ def render_markdown(tables: ReportTables, title: str = "AirRep evaluation") -> s
     parts += [classification_markdown(tables.classification), ""]
     parts += ["## Data selection: target loss after fine-tuning on N examples", ""]
     parts += [selection_markdown(tables.selection), ""]
+    if tables.settings:
+        parts += ["## Method settings", "", settings_markdown(tables.settings), ""]
     if tables.notes:
         parts += ["## Notes", "", *[f"- {note}" for note in tables.notes], ""]
     if tables.command:

@@ -245,7 +245,10 @@ def test_report_files_are_written_and_parse(tmp_path):
         {"target": "dolly", "selection": s, "n": 8, "target_loss": v, "base_loss": 5.0, "draws": 1}
         for s, v in (("random", 4.5), ("airrep", 4.4))
     ]
-    tables = ReportTables(lds, classification, selection, command="airrep bench lds --preset tiny")
+    settings = {"airrep": {"pooling": "attention"}, "tfidf": {}}
+    tables = ReportTables(
+        lds, classification, selection, command="airrep bench lds --preset tiny", settings=settings
+    )
     written = write_report(tmp_path, tables)
     assert set(written) == {
         "report.md",
@@ -262,6 +265,7 @@ def test_report_files_are_written_and_parse(tmp_path):
     assert f"| {NOISE_CEILING} | 80.0" in markdown
     assert "-0.1000" in markdown  # airrep's selection vs random
     assert "airrep bench lds --preset tiny" in markdown
+    assert "| airrep | pooling=attention |" in markdown and "| tfidf | — |" in markdown
     json.dumps(frame.to_dicts())
 
 
