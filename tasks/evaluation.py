@@ -27,7 +27,12 @@ from typing import Any
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
-from airrep_core.evaluation.report import ReportTables, render_markdown, write_report
+from airrep_core.evaluation.report import (
+    NOISE_CEILING,
+    ReportTables,
+    render_markdown,
+    write_report,
+)
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
 from tasks.data_selection import select_and_finetune
@@ -168,12 +173,16 @@ def evaluate(
         "Time: fit (featurise the pool) + score (the test examples), summed over the sets, on "
         "this machine; for throughput at scale see benchmarks/attribution_speed.py.",
     ]
-    used_methods = [
+    scored = [
         *methods,
         *(row["method"] for row in classification_rows + transfer_rows),
-        *(row["selection"] for row in selection_rows if row["selection"] != "random"),
+        *(row["selection"] for row in selection_rows),
     ]
-    settings = {method: factory.settings(method) for method in dict.fromkeys(used_methods)}
+    settings = {
+        method: factory.settings(method)
+        for method in dict.fromkeys(scored)
+        if method not in ("random", NOISE_CEILING)
+    }
     tables = ReportTables(
         lds_rows,
         classification_rows,

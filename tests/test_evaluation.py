@@ -191,5 +191,6 @@ def test_transfer_scores_airrep_against_another_base_lm(bench):
     # Another base LM: other losses, so other LDS, from the same (cached) AirRep encoder.
     assert transfer["airrep"]["lds"] != same_data["airrep"]["lds"]
     assert "Cross-model transfer" in outcome.markdown
+    assert "| grad_dot | " in outcome.markdown.split("## Method settings")[1]
     directory = store.local_dir(outcome.report)
     assert pl.read_parquet(directory / "transfer.parquet").shape[0] == 4
