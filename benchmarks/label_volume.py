@@ -9,7 +9,8 @@ with the same first splits) and an encoder trained on all its splits but the las
   only its targets after the first ``validation_max_targets`` (the ones a variant with that many
   splits uses for best-checkpoint selection), so no number here was used to select anything;
 - **evaluation-set LDS** (``--eval-sets``): the ``mini`` LDS ground truth of ``airrep bench lds
-  --preset mini`` (built when absent, which costs its fine-tunes), scored with AirRep's rule.
+  --preset mini`` (built when absent, which costs its fine-tunes), scored with AirRep's rule and the
+  evaluation's AirRep settings (the held-out test uses the same).
 
 Every label set, encoder and score is a cached artifact, so a rerun only prints.
 
@@ -27,21 +28,18 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from airrep_core.baselines import Attributor
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
 from airrep_core.evaluation.lds_eval import LdsResult, lds_of, score_subsets
 from airrep_core.labels import SplitLabels
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.root import default_root_uri
 from tasks import labels
-from tasks.encoder import HISTORY_FILE, load_encoder, train_encoder_artifact
+from tasks.encoder import HISTORY_FILE, train_encoder_artifact
 from tasks.ground_truth import build_ground_truth, import_p3_holdout, resolve_eval_dataset
 from tasks.method_scores import MethodFactory, score_method
-
-EVAL_SETS = ("p3", "dolly", "gsm8k", "hh_rlhf_harmless")
 
 
 @dataclass(frozen=True)
@@ -83,12 +81,12 @@ def parse_recipe(text: str) -> dict[str, Any]:
 
 
 def held_out_test_lds(
-    encoder: AirRepEncoder, split: SplitLabels, examples: dict, first_target: int
+    airrep: Attributor, split: SplitLabels, examples: dict, first_target: int
 ) -> LdsResult:
-    """LDS of AirRep (attention pooling) on ``split``'s targets from ``first_target`` on."""
+    """LDS of ``airrep`` on ``split``'s targets from ``first_target`` on."""
     pool_ids = sorted({member for subset in split.subset_members for member in subset})
     result = score_subsets(
-        AirRepAttributor(encoder, "attention", batch_size=32, precision="auto"),
+        airrep,
         [examples[i] for i in pool_ids],
         [examples[i] for i in split.target_ids[first_target:]],
         split.subset_members,
@@ -103,7 +101,9 @@ def main() -> None:
         "--variants", nargs="+", type=Variant.parse, default=[Variant(4, 32), Variant(8, 32)]
     )
     parser.add_argument("--recipe", type=parse_recipe, default={}, help="encoder overrides")
-    parser.add_argument("--eval-sets", nargs="*", default=list(EVAL_SETS))
+    parser.add_argument(
+        "--eval-sets", nargs="*", default=None, help="default: the mini benchmark's sets"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -131,16 +131,16 @@ def main() -> None:
         name: build_ground_truth(
             store, name, resolve_eval_dataset(store, name), base_ref, evaluation
         )
-        for name in args.eval_sets
+        for name in (evaluation.eval_sets if args.eval_sets is None else args.eval_sets)
     }
 
     header = ["variant", "label units", "encoder", "best step", "held-out test", *truths, "avg"]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for variant, (labels_ref, encoder_ref) in trained.items():
-        encoder = load_encoder(store, encoder_ref)
-        test = held_out_test_lds(encoder, test_split, examples, first_target)
         factory = MethodFactory(store, evaluation, encoder_ref)
+        airrep = factory.build("airrep", base_ref.key)
+        test = held_out_test_lds(airrep, test_split, examples, first_target)
         sets = [
             score_method(store, "airrep", ref, factory).metadata["lds"] for ref in truths.values()
         ]
