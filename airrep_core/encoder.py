@@ -1,9 +1,13 @@
 """The AirRep encoder: Enc(z) = W · meanpool(BERT(z)) + b (DESIGN.md §2, "Encoder").
 
 A BERT-style backbone from a Hugging Face id or a local directory, masked mean pooling over the
-tokens, then one randomly initialised ``Linear(d, d)`` (no normalisation, no temperature). With
-``projection=False`` the encoder is the plain mean-pooled backbone: the "off-the-shelf encoder"
-baseline.
+tokens, then one ``Linear(d, d)`` projection, initialised at random (the paper) or to the identity
+(the label-efficient recipe, DESIGN.md §2: step 0 then ranks like the backbone). With
+``normalize=True`` the pooled vector is L2-normalised before the projection, as the
+sentence-transformers pipeline of the backbone does, so that an identity projection scores exactly
+the backbone's cosine similarity. NOTE(paper): the paper neither normalises nor starts at the
+identity. With ``projection=False`` the encoder is the plain mean-pooled backbone: the
+"off-the-shelf encoder" baseline.
 
 Saved encoders are ordinary Hugging Face directories (``config.json``, ``model.safetensors``,
 tokenizer files) plus ``projection.safetensors`` and ``airrep_encoder.json`` (format, max length,
@@ -30,7 +34,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import airrep_core
-from airrep_core.config.encoder import DEFAULT_ENCODER, PRECISIONS
+from airrep_core.config.encoder import DEFAULT_ENCODER, PRECISIONS, PROJECTION_INITS
 from airrep_core.examples import MAX_PROMPT_WORDS, Example, encoder_text
 
 logger = logging.getLogger(__name__)
@@ -81,6 +85,8 @@ class AirRepEncoder(nn.Module):
         projection: bool = True,
         max_length: int = 512,
         projection_seed: int = 0,
+        projection_init: str = "random",
+        normalize: bool = False,
         max_prompt_words: int = MAX_PROMPT_WORDS,
         source: str = "",
     ) -> None:
@@ -94,11 +100,12 @@ class AirRepEncoder(nn.Module):
         self.max_length = int(max_length)
         self.max_prompt_words = int(max_prompt_words)
         self.source = source
+        self.normalize = bool(normalize)
         dim = int(backbone.config.hidden_size)
         self.projection: nn.Linear | None = None
         if projection:
             self.projection = nn.Linear(dim, dim)
-            _init_linear(self.projection, projection_seed)
+            init_projection(self.projection, projection_init, projection_seed)
         self.eval()  # as Hugging Face models load; the trainer switches to train mode
 
     # ------------------------------------------------------------------ construction and I/O
@@ -111,9 +118,12 @@ class AirRepEncoder(nn.Module):
         projection: bool = True,
         max_length: int = 512,
         projection_seed: int = 0,
+        projection_init: str = "random",
+        normalize: bool = False,
         max_prompt_words: int = MAX_PROMPT_WORDS,
     ) -> AirRepEncoder:
-        """A fresh encoder on a pretrained backbone, with a seeded random projection.
+        """A fresh encoder on a pretrained backbone, with a fresh projection (seeded random, or
+        the identity: ``projection_init``, one of ``PROJECTION_INITS``).
 
         ``name_or_path``: a Hugging Face id (e.g. ``thenlper/gte-small``, needs the Hub) or a local
         directory; ``all-MiniLM-L6-v2`` loads the offline copy. Weights are read as safetensors.
@@ -126,6 +136,8 @@ class AirRepEncoder(nn.Module):
             projection=projection,
             max_length=max_length,
             projection_seed=projection_seed,
+            projection_init=projection_init,
+            normalize=normalize,
             max_prompt_words=max_prompt_words,
             source=name_or_path,
         )
@@ -151,6 +163,7 @@ class AirRepEncoder(nn.Module):
             projection=bool(meta["projection"]),
             max_length=int(meta["max_length"]),
             max_prompt_words=int(meta["max_prompt_words"]),
+            normalize=bool(meta.get("normalize", False)),
             source=str(meta.get("source", "")),
         )
         if encoder.projection is not None:
@@ -193,6 +206,7 @@ class AirRepEncoder(nn.Module):
         return {
             "format_version": FORMAT_VERSION,
             "projection": self.projection is not None,
+            "normalize": self.normalize,
             "max_length": self.max_length,
             "max_prompt_words": self.max_prompt_words,
             "dim": self.dim,
@@ -234,9 +248,21 @@ class AirRepEncoder(nn.Module):
 
         Float32 out; under bf16 autocast the backbone runs in bf16 and pooling in float32.
         """
+        return self.project(self.pooled(input_ids, attention_mask))
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The backbone part of ``forward``: ``(n, d)`` float32 masked mean of the last hidden
+        states, L2-normalised when ``normalize``."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(torch.float32)
         pooled = (hidden.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        if self.normalize:
+            pooled = nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head part of ``forward``: ``(n, d)`` pooled features -> ``(n, d)`` float32
+        embeddings (the identity without a projection)."""
         if self.projection is None:
             return pooled
         return self.projection(pooled).float()
@@ -285,8 +311,12 @@ class AirRepEncoder(nn.Module):
         *,
         precision: str = "float32",
         sort_by_length: bool = True,
+        pooled_only: bool = False,
     ) -> np.ndarray:
-        """``encode`` for pre-tokenised texts: ``(n, d)`` float32 numpy in the input order."""
+        """``encode`` for pre-tokenised texts: ``(n, d)`` float32 numpy in the input order.
+
+        ``pooled_only``: stop before the projection (the backbone features ``pooled`` returns,
+        which the label-efficient recipe trains the projection on)."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is invalid; allowed: >= 1")
         out = np.empty((len(token_ids), self.dim), dtype=np.float32)
@@ -302,7 +332,12 @@ class AirRepEncoder(nn.Module):
         try:
             with torch.no_grad(), precision_context(precision, self.device):
                 for batch in _chunks(order, batch_size):
-                    embeddings = self.embed_token_ids([token_ids[i] for i in batch])
+                    input_ids, attention_mask = self.collate([token_ids[i] for i in batch])
+                    embeddings = (
+                        self.pooled(input_ids, attention_mask)
+                        if pooled_only
+                        else self(input_ids, attention_mask)
+                    )
                     out[batch] = embeddings.float().cpu().numpy()
         finally:
             self.train(was_training)
@@ -345,10 +380,17 @@ def _load_backbone(location: str, what: str) -> tuple[PreTrainedModel, PreTraine
     return backbone, tokenizer
 
 
-def _init_linear(layer: nn.Linear, seed: int) -> None:
-    """torch's default ``nn.Linear`` init, drawn from a generator seeded with ``seed``."""
-    generator = torch.Generator().manual_seed(int(seed))
+def init_projection(layer: nn.Linear, init: str, seed: int) -> None:
+    """Initialise the projection: ``"random"`` is torch's default ``nn.Linear`` init drawn from a
+    generator seeded with ``seed`` (the paper); ``"identity"`` is W = I, b = 0."""
+    if init not in PROJECTION_INITS:
+        raise ValueError(f"projection_init={init!r} is invalid; allowed: {PROJECTION_INITS}")
     with torch.no_grad():
+        if init == "identity":
+            nn.init.eye_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            return
+        generator = torch.Generator().manual_seed(int(seed))
         nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
         bound = 1.0 / math.sqrt(layer.in_features)
         nn.init.uniform_(layer.bias, -bound, bound, generator=generator)

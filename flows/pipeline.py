@@ -89,14 +89,14 @@ def pipeline_flow(
         shard_size=shard_size,
         parallel_shards=parallel_shards,
     )
-    encoder = train_encoder_flow(root, datasets[config.corpus], labels, config.encoder)
+    base = prepare_base_model(root, datasets[config.corpus], config.labels.base)
+    encoder = train_encoder_flow(root, datasets[config.corpus], labels, config.encoder, base)
     pool, embeddings = refresh_embeddings_flow(
         root, encoder, datasets[config.pool], config.pool_rows, config.embedding
     )
     example = attribution_example_task(root, encoder, pool, datasets[config.query_dataset])
     evaluation = None
     if evaluate:
-        base = prepare_base_model(root, datasets[config.corpus], config.labels.base)
         command = f"airrep run --preset {preset}" + (f" --root {root}" if root else "")
         evaluation = evaluate_flow(
             root, datasets[config.corpus], encoder, base, config.evaluation, command

@@ -9,6 +9,8 @@ Tables and their columns (names fixed so any tool, polars or duckdb, can read th
 - ``subsets`` v1: ``split_id`` string, ``subset_id`` int64, ``example_ids`` list<string>.
 - ``subset_losses`` v1: ``split_id`` string, ``subset_id`` int64, ``target_id`` string, ``loss``
   float32 (mean response-token cross-entropy).
+- ``teacher_scores`` v1: ``target_id`` string, ``candidate_id`` string, ``method`` string (a
+  teacher method, or ``fused``), ``score`` float32 (higher = more helpful).
 - ``embeddings`` v1: ``example_id`` string, ``content_hash`` string, ``embedding``
   fixed_size_list<float32 or float16>[d], one encoder per table.
 
@@ -98,6 +100,16 @@ SCHEMAS: dict[str, TableSchema] = {
                 ColumnSpec("subset_id", pa.int64()),
                 _s("target_id", nonempty=True),
                 ColumnSpec("loss", pa.float32()),
+            ),
+        ),
+        TableSchema(
+            "teacher_scores",
+            1,
+            (
+                _s("target_id", nonempty=True),
+                _s("candidate_id", nonempty=True),
+                _s("method", nonempty=True),
+                ColumnSpec("score", pa.float32()),
             ),
         ),
         TableSchema(

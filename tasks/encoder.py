@@ -19,8 +19,10 @@ from typing import Any
 from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder
 from airrep_core.encoder_training import ProgressCallback, train_encoder
+from airrep_core.head_training import train_encoder_head
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
+from tasks.teacher import load_teacher
 
 ENCODER_STAGE = "encoder"
 ENCODER_SUBDIR = "encoder"
@@ -42,14 +44,25 @@ def train_encoder_artifact(
     labels_ref: ArtifactRef,
     config: EncoderStageConfig,
     progress: ProgressCallback | None = None,
+    teacher_ref: ArtifactRef | None = None,
 ) -> ArtifactRef:
     """The ``encoder`` artifact trained on ``labels_ref`` (built when absent).
 
     The last ``config.validation_splits`` splits are held out for validation and best-checkpoint
-    selection (by validation LDS); the rest are trained on.
+    selection (by validation LDS); the rest are trained on. ``config.train.recipe``: ``paper``
+    trains the whole encoder (``train_encoder``, resumable checkpoints); ``efficient`` trains the
+    projection on frozen backbone features (``train_encoder_head``), first on the teacher's
+    pseudo-labels (``teacher_ref``, a ``teacher-scores`` artifact) when ``teacher_steps`` > 0.
     """
+    if config.train.teacher_steps and teacher_ref is None:
+        raise ValueError(
+            f"teacher_steps={config.train.teacher_steps} needs a teacher-scores artifact "
+            "(tasks.teacher.build_teacher)"
+        )
+    if not config.train.teacher_steps:
+        teacher_ref = None
     stage_config = config.to_dict()
-    inputs = [labels_ref.key, dataset.key]
+    inputs = [labels_ref.key, dataset.key, *([teacher_ref.key] if teacher_ref else [])]
     key = content_key(ENCODER_STAGE, stage_config, inputs)
     checkpoints = work_dir(ENCODER_STAGE, key)
 
@@ -64,14 +77,24 @@ def train_encoder_artifact(
         train_splits = split_labels[: len(split_labels) - n_val]
         validation = split_labels[len(split_labels) - n_val :]
         corpus = labels.load_corpus(store, dataset)
-        result = train_encoder(
-            train_splits,
-            corpus.examples,
-            config.train,
-            validation_splits=validation,
-            checkpoint_dir=checkpoints,
-            progress=progress,
-        )
+        if config.train.recipe == "efficient":
+            result = train_encoder_head(
+                train_splits,
+                corpus.examples,
+                config.train,
+                validation_splits=validation,
+                teacher=load_teacher(store, teacher_ref) if teacher_ref else None,
+                progress=progress,
+            )
+        else:
+            result = train_encoder(
+                train_splits,
+                corpus.examples,
+                config.train,
+                validation_splits=validation,
+                checkpoint_dir=checkpoints,
+                progress=progress,
+            )
         result.encoder.save(staging / ENCODER_SUBDIR)
         (staging / HISTORY_FILE).write_text(json.dumps(result.history, indent=1))
         return {

@@ -47,6 +47,7 @@ from tasks.ground_truth import (
     resolve_eval_dataset,
 )
 from tasks.method_scores import SOURCE_TASK_SETS, MethodFactory, classify, lds_row, score_method
+from tasks.teacher import build_teacher
 
 REPORT_STAGE = "evaluation-report"
 
@@ -261,11 +262,18 @@ def run_bench(
     say(f"labels for AirRep on {P3_TRAIN_DATASET} ({preset})")
     labels_result = labels.generate_labels(store, p3_train, labels_config)
     labels_ref = store.get(labels.LABELS_STAGE, labels_result.labels_key)
-    say("training the AirRep encoder")
-    encoder_ref = train_encoder_artifact(
-        store, p3_train.ref, labels_ref, EncoderStageConfig.preset(preset)
-    )
     base_ref = store.get(labels.BASE_STAGE, labels_result.base_key)
+    stage = EncoderStageConfig.preset(preset)
+    teacher_ref = None
+    if stage.train.teacher_steps:
+        say(f"teacher scores ({' + '.join(stage.teacher.methods)}) on {P3_TRAIN_DATASET}")
+        teacher_ref = build_teacher(
+            store, p3_train.ref, labels_ref, base_ref, stage.teacher, stage.validation_splits
+        )
+    say(f"training the AirRep encoder (recipe {stage.train.recipe})")
+    encoder_ref = train_encoder_artifact(
+        store, p3_train.ref, labels_ref, stage, teacher_ref=teacher_ref
+    )
     transfer_base_ref = None
     if config.transfer_eval_sets:
         say(f"transfer base LM ({config.transfer_base.architecture})")

@@ -9,6 +9,11 @@ from typing import Any, ClassVar
 from airrep_core.config.base import StageConfig, help_field, require
 
 POOLINGS = ("attention", "mean")
+RECIPES = ("paper", "efficient")
+"""paper: the whole encoder trained from a random projection on the labels (DESIGN.md §2);
+efficient: the label-efficient recipe (DESIGN.md §2): frozen backbone, the projection trained
+from the identity on cached backbone features, optionally after teacher pre-training."""
+PROJECTION_INITS = ("random", "identity")
 PRECISIONS = ("auto", "float32", "bf16")
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
@@ -80,6 +85,28 @@ class EncoderTrainConfig(StageConfig):
     )
     seed: int = help_field(0, "seed of the projection init, the sampling and the dropout masks")
     dropout: bool = help_field(True, "keep the backbone's dropout active during training")
+    recipe: str = help_field(
+        "paper",
+        f"one of {RECIPES}: 'paper' trains the whole encoder from a random projection; "
+        "'efficient' freezes the backbone and trains the projection from the identity on cached "
+        "backbone features (seconds per hundred steps on a CPU), after teacher pre-training when "
+        "teacher_steps > 0",
+    )
+    projection_init: str = help_field(
+        "random", f"one of {PROJECTION_INITS}; identity makes step 0 rank like the backbone"
+    )
+    normalize: bool = help_field(
+        False, "L2-normalise the pooled backbone output before the projection (cosine at step 0)"
+    )
+    anchor_decay: float = help_field(
+        0.0, "efficient recipe: weight of ||W - W0||² + ||b - b0||² (a pull towards the start)"
+    )
+    teacher_steps: int = help_field(
+        0, "efficient recipe: steps on the teacher's pseudo-subsets before the label steps"
+    )
+    teacher_subset_size: int = help_field(
+        50, "examples per teacher pseudo-subset (drawn from the teacher's candidates)"
+    )
     pooling: str = help_field("attention", f"group score pooling, one of {POOLINGS}")
     targets_per_step: int = help_field(1000, "targets sampled per step (one split per step)")
     subsets_per_step: int = help_field(32, "subsets sampled per step from the step's split")
@@ -109,10 +136,47 @@ class EncoderTrainConfig(StageConfig):
         require(1 <= self.max_length <= 8192, self, "max_length", self.max_length, "1..8192")
         require(self.max_prompt_words >= 1, self, "max_prompt_words", self.max_prompt_words, ">= 1")
         require(self.pooling in POOLINGS, self, "pooling", self.pooling, str(POOLINGS))
+        require(self.recipe in RECIPES, self, "recipe", self.recipe, str(RECIPES))
+        require(
+            self.projection_init in PROJECTION_INITS,
+            self,
+            "projection_init",
+            self.projection_init,
+            str(PROJECTION_INITS),
+        )
+        require(self.anchor_decay >= 0, self, "anchor_decay", self.anchor_decay, ">= 0")
+        require(self.teacher_steps >= 0, self, "teacher_steps", self.teacher_steps, ">= 0")
+        require(
+            self.teacher_subset_size >= 1,
+            self,
+            "teacher_subset_size",
+            self.teacher_subset_size,
+            ">= 1",
+        )
+        require(
+            self.recipe == "efficient" or self.teacher_steps == 0,
+            self,
+            "teacher_steps",
+            self.teacher_steps,
+            "0 unless recipe='efficient' (teacher pre-training is part of that recipe)",
+        )
+        require(
+            self.recipe == "paper" or self.projection,
+            self,
+            "projection",
+            self.projection,
+            "True with recipe='efficient' (it trains the projection)",
+        )
         require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
+        require(
+            self.steps >= (0 if self.recipe == "efficient" else 1),
+            self,
+            "steps",
+            self.steps,
+            ">= 1 (>= 0 with recipe='efficient': teacher steps only, or the identity start)",
+        )
         for name in (
             "targets_per_step",
-            "steps",
             "encode_batch_size",
             "grad_chunk_size",
             "validate_every",

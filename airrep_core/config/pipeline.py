@@ -11,6 +11,7 @@ from airrep_core.config.embedding import EmbeddingConfig
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
+from airrep_core.config.teacher import TeacherConfig
 from airrep_core.errors import ConfigError
 
 
@@ -23,6 +24,12 @@ class EncoderStageConfig(StageConfig):
     )
     validation_splits: int = help_field(
         1, "the last N label splits are held out for validation and checkpoint selection"
+    )
+    teacher: TeacherConfig = dataclasses.field(
+        default_factory=TeacherConfig,
+        metadata={
+            "help": "the teacher of the pre-training steps (used when train.teacher_steps > 0)"
+        },
     )
 
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
@@ -40,6 +47,9 @@ class EncoderStageConfig(StageConfig):
             "EncoderTrainConfig",
         )
         require(
+            isinstance(self.teacher, TeacherConfig), self, "teacher", self.teacher, "TeacherConfig"
+        )
+        require(
             self.validation_splits >= 0, self, "validation_splits", self.validation_splits, ">= 0"
         )
 
@@ -54,16 +64,22 @@ class EncoderStageConfig(StageConfig):
         train = values.pop("train", {})
         if isinstance(train, Mapping):
             train = EncoderTrainConfig.preset(name, **train)
-        return cls(train=train, **values)
+        teacher = values.pop("teacher", {})
+        if isinstance(teacher, Mapping):
+            teacher = TeacherConfig.preset(name, **teacher)
+        return cls(train=train, teacher=teacher, **values)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EncoderStageConfig:
-        """Build from ``{"train": {...}, "validation_splits": N}``."""
+        """Build from ``{"train": {...}, "teacher": {...}, "validation_splits": N}``."""
         values = dict(values)
         train = values.pop("train", {})
         if not isinstance(train, EncoderTrainConfig):
             train = EncoderTrainConfig.from_dict(train)
-        return cls(train=train, **values)
+        teacher = values.pop("teacher", {})
+        if not isinstance(teacher, TeacherConfig):
+            teacher = TeacherConfig.from_dict(teacher)
+        return cls(train=train, teacher=teacher, **values)
 
 
 @dataclasses.dataclass(frozen=True)
