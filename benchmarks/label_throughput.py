@@ -23,7 +23,6 @@ import argparse
 import logging
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from airrep_core.config.labels import LabelsConfig
 from airrep_core.examples import Example
 from airrep_core.finetune import FinetuneStats, SubsetFinetuner
 from airrep_core.lm_loss import tokenize_pairs
+from airrep_core.machine import matmul_peak
 from airrep_core.sampling import partition_corpus, sample_split
 from storage.artifacts import ArtifactStore
 from tasks.ground_truth import import_p3_holdout
@@ -54,18 +54,6 @@ class SubsetTiming:
     train_flops: float
     eval_flops: float
     eval_tokens: int
-
-
-def matmul_peak(dtype: torch.dtype, size: int, seconds: float) -> float:
-    """Sustained ``torch.mm`` FLOP/s of ``(size, size) @ (size, size)`` in ``dtype``."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    torch.mm(a, b)  # warm-up (kernel selection, page faults)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        torch.mm(a, b)
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - started)
 
 
 def forward_flops(config: object, lengths: Sequence[int], head_positions: int) -> float:

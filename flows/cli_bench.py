@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import typer
 
@@ -60,6 +61,7 @@ def lds_command(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     store = ArtifactStore(root)
+    started = time.perf_counter()
     result = run_bench(
         store,
         preset,
@@ -72,3 +74,9 @@ def lds_command(
     typer.echo(result.evaluation.markdown)
     typer.echo(f"Report: {report.uri}/{report.attempt}/ ({', '.join(report.metadata['files'])})")
     typer.echo(f"Reproduce: {result.command}")
+    from airrep_core.machine import machine_line
+
+    typer.echo(
+        f"This run: {time.perf_counter() - started:.0f} s wall (cached stages only load) on "
+        f"{machine_line()}"
+    )

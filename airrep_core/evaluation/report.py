@@ -67,7 +67,7 @@ def _ordered(values: Sequence[str]) -> list[str]:
 
 def lds_markdown(rows: Sequence[Row]) -> str:
     """Methods × evaluation sets, LDS ×100 ± standard error over test examples, the average over
-    sets, then the cost columns (fit + score seconds summed over the sets, storage floats per
+    sets ± its standard error (√Σ seᵢ² / n: the sets are independent), then the cost columns (fit + score seconds summed over the sets, storage floats per
     training example) and the group rule; the noise ceiling row last."""
     if not rows:
         return "_no LDS results_"
@@ -87,7 +87,10 @@ def lds_markdown(rows: Sequence[Row]) -> str:
             for s in sets
         ]
         average = (
-            _x100(sum(r["lds"] for r in found) / len(found)) if len(found) == len(sets) else "—"
+            f"{_x100(sum(r['lds'] for r in found) / len(found))} ± "
+            f"{_x100(math.sqrt(sum(r['stderr'] ** 2 for r in found)) / len(found))}"
+            if len(found) == len(sets)
+            else "—"
         )
         if method == NOISE_CEILING:
             cost = ["—", "—", f"another fine-tune seed, {found[0]['n_subsets']} subsets"]

@@ -24,6 +24,10 @@ from airrep_core.errors import ConfigError
 from airrep_core.training_sampler import LeastSeenSampler
 
 
+PAPER_RECIPE = {"recipe": "paper", "projection_init": "random", "normalize": False}
+"""These tests train the whole encoder: the paper's recipe, whatever the tiny preset's default."""
+
+
 @pytest.fixture(scope="module")
 def label_set():
     """3 disjoint splits of real P3 examples: 16 targets and 16 subsets of 6 each."""
@@ -98,7 +102,7 @@ def _tiny_config(**changes) -> EncoderTrainConfig:
         "validation_max_targets": 8,
         "learning_rate": 1e-3,
     }
-    return EncoderTrainConfig.preset("tiny", **{**values, **changes})
+    return EncoderTrainConfig.preset("tiny", **{**PAPER_RECIPE, **values, **changes})
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, label_set):
@@ -167,6 +171,7 @@ def test_training_on_real_labels_lowers_the_held_out_ranking_loss(label_set):
     splits, examples = label_set
     config = EncoderTrainConfig.preset(
         "tiny",
+        **PAPER_RECIPE,
         steps=3,
         targets_per_step=16,
         subsets_per_step=6,

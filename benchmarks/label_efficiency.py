@@ -1,0 +1,418 @@
+"""What each lever of the label-efficient recipe buys (DESIGN.md §2), and a label-budget curve.
+
+Everything is measured on the ``mini`` labels (P3 without its held-out templates; the last split
+is held out) and, for the report, on the ``mini`` LDS ground truths of the evaluation sets:
+
+- **validation**: the held-out split's first ``validation_max_targets`` targets. It picks every
+  setting: the best step of each run and the weight of the lexical term of the hybrid score;
+- **held-out test**: the same split's other targets, which selected nothing;
+- **evaluation sets** (p3, dolly, gsm8k, hh_rlhf_harmless): read for the report only.
+
+The backbone is frozen in every row (the ``efficient`` recipe), so each example is encoded once
+(features cached in the work folder) and a row trains in seconds. Rows:
+
+- ablation: the untrained backbone (identity start, step 0), a random start (the paper's
+  initialisation), the identity start trained on labels, then teacher pre-training (BM25, LoGra
+  on θ₀, or both fused) before the labels, and teacher pre-training alone;
+- label budget: the identity start and the teacher start trained on 8, 16 or 32 subsets of each
+  training split (24 / 48 / 96 fine-tuned subsets), and on none;
+- every row's **hybrid** column adds λ · BM25 to the encoder's score (both z-scored per query over
+  the pool, then summed over the subset), with λ chosen on validation.
+
+    .venv/bin/python -m benchmarks.label_efficiency --preset mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from airrep_core.baselines import build_attributor
+from airrep_core.config.encoder import EncoderTrainConfig
+from airrep_core.config.evaluation import EvaluationConfig
+from airrep_core.config.labels import LabelsConfig
+from airrep_core.config.pipeline import EncoderStageConfig
+from airrep_core.encoder import AirRepEncoder, init_projection
+from airrep_core.evaluation.lds_eval import lds_of
+from airrep_core.examples import Example
+from airrep_core.head_training import (
+    FeatureSplit,
+    TeacherBatches,
+    feature_splits,
+    pooled_features,
+    split_example_ids,
+    train_projection,
+)
+from airrep_core.hybrid import LEXICAL_WEIGHTS, hybrid_group_scores
+from airrep_core.labels import SplitLabels
+from airrep_core.scoring import group_scores
+from airrep_core.teacher import TeacherScores, fuse_scores, teacher_ids
+from storage.artifacts import ArtifactStore
+from tasks import labels
+from tasks.encoder import work_dir
+from tasks.ground_truth import (
+    build_ground_truth,
+    import_p3_holdout,
+    load_ground_truth,
+    resolve_eval_dataset,
+)
+from tasks.teacher import build_teacher, load_teacher
+
+log = logging.getLogger("benchmarks.label_efficiency")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A set's targets scored against its subsets (``SplitLabels`` layout) with BM25 ready."""
+
+    name: str
+    split: FeatureSplit
+    bm25_groups: Mapping[float, Any]
+    losses: np.ndarray
+
+
+@dataclass(frozen=True)
+class Row:
+    """One encoder variant: config overrides, teacher methods, subsets per training split."""
+
+    name: str
+    lever: str
+    overrides: Mapping[str, Any]
+    teacher: tuple[str, ...] = ()
+    subsets: int | None = None
+
+
+def ablation_rows(steps: int) -> list[Row]:
+    """Each lever on and off (the default recipe is the 'identity + teacher + labels' row)."""
+    return [
+        Row("backbone (identity start, step 0)", "start", {"steps": 0}),
+        Row(
+            "random start + labels (paper init)",
+            "1 off",
+            {"projection_init": "random", "normalize": False},
+        ),
+        Row("identity start + labels", "1", {}),
+        Row("teacher bm25+logra, no labels", "2 alone", {"steps": 0}, ("bm25", "logra")),
+        Row("identity + teacher bm25 + labels", "2 (bm25)", {}, ("bm25",)),
+        Row("identity + teacher logra + labels", "2 (logra)", {}, ("logra",)),
+        Row("identity + teacher bm25+logra + labels", "1+2", {}, ("bm25", "logra")),
+    ]
+
+
+def budget_rows(budgets: Sequence[int]) -> list[Row]:
+    """The label-budget curve: subsets per training split, with and without the teacher."""
+    rows = []
+    for teacher in ((), ("bm25", "logra")):
+        tag = "teacher" if teacher else "no teacher"
+        rows.append(Row(f"budget 0 ({tag})", "budget", {"steps": 0}, teacher, 0))
+        rows += [Row(f"budget {b} ({tag})", "budget", {}, teacher, b) for b in budgets]
+    return rows
+
+
+def cached_features(
+    encoder: AirRepEncoder, examples: Mapping[str, Example], ids: list[str], config
+) -> np.ndarray:
+    """``pooled_features`` of ``ids``, cached in the work folder by ids and encoder settings."""
+    digest = hashlib.sha256(
+        json.dumps(
+            [ids, config.encoder, config.max_length, config.max_prompt_words, config.normalize]
+        ).encode()
+    ).hexdigest()
+    path = work_dir("benchmark-features", digest[:24]) / "features.npy"
+    if path.is_file():
+        return np.load(path)
+    features = pooled_features(encoder, examples, ids, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, features)
+    tmp.replace(path)
+    return features
+
+
+def bm25_matrix(split: SplitLabels, examples: Mapping[str, Example]) -> tuple[np.ndarray, list]:
+    """BM25 scores ``(n_targets, n_pool)`` of a split's targets over its pool, and the pool."""
+    pool = sorted({m for members in split.subset_members for m in members})
+    bm25 = build_attributor("bm25", "mini")
+    bm25.fit([examples[i] for i in pool])
+    return bm25.score([examples[i] for i in split.target_ids]), pool
+
+
+@dataclass
+class Context:
+    """Everything the rows share: cached features, the label and evaluation sets, the teacher."""
+
+    config: EncoderTrainConfig
+    features: np.ndarray
+    row_of: dict[str, int]
+    train_splits: list[FeatureSplit]
+    validation: FeatureSplit
+    sets: dict[str, Scored]
+    teacher: dict[str, TeacherScores]
+
+
+def prepare(args: argparse.Namespace) -> Context:
+    """Labels, teacher, ground truths (all cached artifacts) and the frozen backbone features."""
+    store = ArtifactStore(args.root)
+    torch.manual_seed(0)
+    p3_train, _ = import_p3_holdout(store)
+    labels_result = labels.generate_labels(store, p3_train, LabelsConfig.preset(args.preset))
+    labels_ref = store.get(labels.LABELS_STAGE, labels_result.labels_key)
+    base_ref = store.get(labels.BASE_STAGE, labels_result.base_key)
+    stage = EncoderStageConfig.preset(args.preset)
+    config: EncoderTrainConfig = stage.train.replace(
+        recipe="efficient", projection_init="identity", normalize=True
+    )
+    teacher_ref = build_teacher(
+        store,
+        p3_train.ref,
+        labels_ref,
+        base_ref,
+        stage.teacher.replace(methods=("bm25", "logra")),
+        stage.validation_splits,
+    )
+    per_method = {m: load_teacher(store, teacher_ref, m) for m in ("bm25", "logra")}
+    corpus = labels.load_corpus(store, p3_train)
+    splits = labels.load_split_labels(store, labels_ref)
+    train_splits, held = splits[: -stage.validation_splits], splits[-1]
+
+    eval_config = EvaluationConfig.preset(args.preset)
+    truths = {}
+    for name in args.eval_sets:
+        ref = build_ground_truth(
+            store, name, resolve_eval_dataset(store, name), base_ref, eval_config
+        )
+        truths[name] = load_ground_truth(store, ref)
+
+    examples: dict[str, Example] = dict(corpus.examples)
+    for truth in truths.values():
+        examples.update(truth.corpus.examples)
+    ids = split_example_ids([*splits, *(t.labels for t in truths.values())])
+    ids = list(dict.fromkeys([*ids, *teacher_ids(per_method["bm25"])]))
+    encoder = AirRepEncoder.from_backbone(
+        config.encoder,
+        max_length=config.max_length,
+        projection_init="identity",
+        normalize=True,
+        max_prompt_words=config.max_prompt_words,
+    )
+    started = time.perf_counter()
+    features = cached_features(encoder, examples, ids, config)
+    log.info("features of %d examples: %.0f s", len(ids), time.perf_counter() - started)
+    row_of = {i: k for k, i in enumerate(ids)}
+
+    n_val = config.validation_max_targets
+    (held_fs,) = feature_splits([held], row_of)
+    validation = _targets(held_fs, slice(0, n_val))
+    sets = {
+        "validation": _scored("validation", validation, held, slice(0, n_val), examples),
+        "held-out test": _scored(
+            "held-out test",
+            _targets(held_fs, slice(n_val, None)),
+            held,
+            slice(n_val, None),
+            examples,
+        ),
+    }
+    for name, truth in truths.items():
+        (fs,) = feature_splits([truth.labels], row_of)
+        sets[name] = _scored(name, fs, truth.labels, slice(None), examples)
+
+    train_fs = feature_splits(train_splits, row_of)
+    return Context(config, features, row_of, train_fs, validation, sets, per_method)
+
+
+def run(args: argparse.Namespace) -> None:
+    ctx = prepare(args)
+    rows = ablation_rows(ctx.config.steps) + budget_rows(args.budgets)
+    results = []
+    for row in rows:
+        overrides = dict(row.overrides)
+        if row.teacher:
+            overrides["teacher_steps"] = args.teacher_steps
+        results.append(evaluate_row(ctx, row, overrides))
+        print(json.dumps(results[-1]), flush=True)
+    _print_tables(results, ctx.sets, args)
+
+
+def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Train one row's projection (best step on validation), choose its lexical weight on
+    validation, and score every set: LDS (mean, standard error) plain and hybrid."""
+    features, row_of, train_fs, validation = (
+        ctx.features, ctx.row_of, ctx.train_splits, ctx.validation
+    )  # fmt: skip
+    x = torch.from_numpy(features)
+    run_config = ctx.config.replace(**overrides)
+    fused = (
+        TeacherScores(
+            ctx.teacher["bm25"].target_ids,
+            ctx.teacher["bm25"].candidate_ids,
+            fuse_scores({m: ctx.teacher[m].scores for m in row.teacher}),
+        )
+        if row.teacher and run_config.teacher_steps
+        else None
+    )
+    subsets = (
+        train_fs if row.subsets is None else [_first_subsets(s, row.subsets) for s in train_fs]
+    )
+    if row.subsets == 0:
+        run_config = run_config.replace(steps=0)
+    projection = torch.nn.Linear(features.shape[1], features.shape[1])
+    init_projection(projection, run_config.projection_init, run_config.seed)
+    t0 = time.perf_counter()
+    result = train_projection(
+        projection,
+        features,
+        subsets if run_config.steps else train_fs,
+        run_config,
+        validation_splits=[validation],
+        teacher=TeacherBatches(fused, row_of) if fused is not None else None,
+    )
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        embeddings = projection(x).numpy()
+    record = {
+        "row": row.name,
+        "lever": row.lever,
+        "best_step": result.best_step,
+        "train_seconds": round(seconds, 1),
+    }
+    weight = _choose_weight(embeddings, ctx.sets["validation"], run_config.pooling)
+    record["lexical_weight"] = weight
+    for name, scored in ctx.sets.items():
+        plain = group_scores(
+            embeddings[scored.split.targets],
+            embeddings,
+            scored.split.membership,
+            scored.split.mask,
+            run_config.pooling,
+        )
+        res = lds_of(plain, scored.losses)
+        record[name] = (res.mean, res.stderr)
+        hyb = scored.bm25_groups[weight](embeddings)
+        res = lds_of(hyb, scored.losses)
+        record[f"{name} hybrid"] = (res.mean, res.stderr)
+    return record
+
+
+def _targets(split: FeatureSplit, which: slice) -> FeatureSplit:
+    return FeatureSplit(
+        split.split_id, split.targets[which], split.membership, split.mask, split.losses[:, which]
+    )
+
+
+def _first_subsets(split: FeatureSplit, n: int) -> FeatureSplit:
+    return FeatureSplit(
+        split.split_id, split.targets, split.membership[:n], split.mask[:n], split.losses[:n]
+    )
+
+
+def _scored(
+    name: str, fs: FeatureSplit, labels_split: SplitLabels, which: slice, examples
+) -> Scored:
+    """A set's features and losses, with its hybrid group scorer for every lexical weight."""
+    bm25, pool = bm25_matrix(labels_split, examples)
+    bm25 = bm25[which]
+    position = {m: k for k, m in enumerate(pool)}
+    membership = [[position[m] for m in members] for members in labels_split.subset_members]
+    pool_rows = _pool_rows(fs, labels_split, pool)
+
+    def hybrid(weight: float):
+        def groups(embeddings: np.ndarray) -> np.ndarray:
+            encoder_scores = embeddings[fs.targets] @ embeddings[pool_rows].T
+            return hybrid_group_scores(encoder_scores, bm25, membership, weight)
+
+        return groups
+
+    return Scored(name, fs, {w: hybrid(w) for w in LEXICAL_WEIGHTS}, fs.losses)
+
+
+def _pool_rows(fs: FeatureSplit, labels_split: SplitLabels, pool: list[str]) -> np.ndarray:
+    """Feature rows of ``pool`` (in its order), read off the split's membership."""
+    row = {}
+    for j, members in enumerate(labels_split.subset_members):
+        for k, m in enumerate(members):
+            row[m] = int(fs.membership[j, k])
+    return np.asarray([row[m] for m in pool], dtype=np.int64)
+
+
+def _choose_weight(embeddings: np.ndarray, validation: Scored, pooling: str) -> float:
+    """The lexical weight with the best validation LDS (ties: the smaller weight)."""
+    best, best_value = 0.0, -np.inf
+    for weight, groups in validation.bm25_groups.items():
+        value = lds_of(groups(embeddings), validation.losses).mean
+        if value > best_value + 1e-12:
+            best, best_value = weight, value
+    return best
+
+
+def _print_tables(results: list[dict], sets: Mapping[str, Scored], args) -> None:
+    names = list(sets)
+    eval_names = [n for n in names if n not in ("validation", "held-out test")]
+
+    def cell(value) -> str:
+        return f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}"
+
+    def average(record, suffix="") -> str:
+        values = [record[f"{n}{suffix}"] for n in eval_names]
+        mean = np.mean([v[0] for v in values])
+        se = np.sqrt(np.sum([v[1] ** 2 for v in values])) / len(values)
+        return f"{100 * mean:.1f} ± {100 * se:.1f}"
+
+    for suffix, title in (("", "encoder score"), (" hybrid", "hybrid score (encoder + λ·BM25)")):
+        print(f"\n### LDS x100, {title}\n")
+        header = ["row", "lever", "best step", *(["λ"] if suffix else []), *names, "eval average"]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for r in results:
+            extra = [f"{r['lexical_weight']:g}"] if suffix else []
+            print(
+                "| "
+                + " | ".join(
+                    [
+                        r["row"],
+                        r["lever"],
+                        str(r["best_step"]),
+                        *extra,
+                        *(cell(r[f"{n}{suffix}"]) for n in names),
+                        average(r, suffix),
+                    ]
+                )
+                + " |"
+            )
+    print(
+        "\nReproduce: "
+        + shlex.join(
+            [sys.executable.split("/")[-1], "-m", "benchmarks.label_efficiency", *sys.argv[1:]]
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="mini", choices=("tiny", "mini"))
+    parser.add_argument("--root", default=None, help="storage root (default $AIRREP_STORAGE_ROOT)")
+    parser.add_argument(
+        "--eval-sets", nargs="*", default=["p3", "dolly", "gsm8k", "hh_rlhf_harmless"]
+    )
+    parser.add_argument("--budgets", nargs="*", type=int, default=[8, 16, 32])
+    parser.add_argument("--teacher-steps", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.teacher_steps is None:
+        args.teacher_steps = EncoderStageConfig.preset(args.preset).train.teacher_steps or 200
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
