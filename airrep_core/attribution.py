@@ -26,14 +26,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from airrep_core.baselines.lexical import Bm25Attributor
 from airrep_core.config.embedding import SearchConfig
 from airrep_core.examples import Example
+from airrep_core.hybrid import HybridScorer, top_and_bottom_k
 from airrep_core.scoring import group_scores
 from airrep_core.search import (
     IvfIndex,
     Selection,
     TopK,
     exact_top_and_bottom_k,
+    round_robin_from_scores,
     round_robin_select,
 )
 
@@ -149,8 +152,18 @@ class SelectedExample:
     score: float
 
 
+HYBRID_POOLING = "hybrid sum"
+"""The group rule reported by ``group_influence`` for a hybrid encoder."""
+
+
 class AttributionIndex:
-    """An encoder plus stored embeddings ``(n, d)`` and their ``example_ids`` (same order)."""
+    """An encoder plus stored embeddings ``(n, d)`` and their ``example_ids`` (same order).
+
+    A hybrid encoder (``lexical_weight`` > 0) also needs ``lexical``, a BM25 index fitted on the
+    pool's examples in the same row order: every query then scores h(x, z) = ẑ_dot + λ·ẑ_bm25
+    (``airrep_core.hybrid``) exactly over the whole pool (the IVF index is not used), and a
+    subset's influence is the sum of its members' h.
+    """
 
     def __init__(
         self,
@@ -160,6 +173,7 @@ class AttributionIndex:
         config: SearchConfig | None = None,
         *,
         approximate: IvfIndex | None = None,
+        lexical: Bm25Attributor | None = None,
     ) -> None:
         if embeddings.ndim != 2 or embeddings.shape[0] == 0:
             raise ValueError(f"embeddings must be a non-empty (n, d) array, got {embeddings.shape}")
@@ -175,6 +189,17 @@ class AttributionIndex:
             approximate = IvfIndex.build(embeddings, nlist=self.config.nlist, seed=self.config.seed)
         self.approximate = approximate if self.config.index == "ivf" else None
         self._row_of: dict[str, int] | None = None
+        weight = float(getattr(encoder, "lexical_weight", 0.0))
+        if weight > 0 and lexical is None:
+            raise ValueError(
+                f"the encoder is hybrid (lexical_weight={weight:g}): pass lexical=, a BM25 index "
+                "fitted on the pool's examples in the embeddings' row order"
+            )
+        self.hybrid = (
+            HybridScorer(embeddings, lexical, weight, self.config.chunk_rows)
+            if weight > 0 and lexical is not None
+            else None
+        )
 
     @property
     def rows(self) -> int:
@@ -204,14 +229,18 @@ class AttributionIndex:
         ``example_id``, ``score`` (s(x, z), float). Helpful ranks are by descending score,
         harmful by ascending.
         """
-        helpful, harmful = attribute(
-            self.embed(queries),
-            self.embeddings,
-            k or self.config.k,
-            chunk_rows=self.config.chunk_rows,
-            index=self.approximate,
-            nprobe=self.config.nprobe,
-        )
+        if self.hybrid is not None:  # exact: the lexical term needs every row's score
+            scores = self.hybrid.scores(self.embed(queries), queries)
+            helpful, harmful = top_and_bottom_k(scores, k or self.config.k)
+        else:
+            helpful, harmful = attribute(
+                self.embed(queries),
+                self.embeddings,
+                k or self.config.k,
+                chunk_rows=self.config.chunk_rows,
+                index=self.approximate,
+                nprobe=self.config.nprobe,
+            )
         records = []
         for q, query in enumerate(queries):
             for direction, top in (("helpful", helpful), ("harmful", harmful)):
@@ -246,9 +275,13 @@ class AttributionIndex:
         duplicates = sorted(e for e, n in Counter(subset_ids).items() if n > 1)
         if duplicates:
             raise ValueError(f"{source}: duplicate example ids {duplicates[:5]}")
-        pooling = pooling or self.config.pooling
         rows = self.rows_of(subset_ids, source)
-        scores = group_influence(self.embed(queries), self.embeddings, rows, pooling=pooling)
+        if self.hybrid is not None:  # the hybrid's group rule: the sum of its members' scores
+            pooling = HYBRID_POOLING
+            scores = self.hybrid.scores(self.embed(queries), queries)[:, rows].sum(axis=1)
+        else:
+            pooling = pooling or self.config.pooling
+            scores = group_influence(self.embed(queries), self.embeddings, rows, pooling=pooling)
         return [
             {
                 "query_id": query.example_id,
@@ -265,12 +298,16 @@ class AttributionIndex:
             raise ValueError(
                 f"budget={budget!r} is invalid; allowed: 1..{self.rows} (the pool size)"
             )
-        chosen = select(
-            self.embed(targets, "targets"),
-            self.embeddings,
-            budget,
-            chunk_rows=self.config.chunk_rows,
-        )
+        if self.hybrid is not None:
+            scores = self.hybrid.scores(self.embed(targets, "targets"), targets)
+            chosen = round_robin_from_scores(scores, budget)
+        else:
+            chosen = select(
+                self.embed(targets, "targets"),
+                self.embeddings,
+                budget,
+                chunk_rows=self.config.chunk_rows,
+            )
         return [
             SelectedExample(
                 example_id=str(self.example_ids[row]),

@@ -7,7 +7,8 @@ tokens, then one ``Linear(d, d)`` projection, initialised at random (the paper) 
 sentence-transformers pipeline of the backbone does, so that an identity projection scores exactly
 the backbone's cosine similarity. NOTE(paper): the paper neither normalises nor starts at the
 identity. With ``projection=False`` the encoder is the plain mean-pooled backbone: the
-"off-the-shelf encoder" baseline.
+"off-the-shelf encoder" baseline. ``lexical_weight`` > 0 marks a hybrid encoder: its scores add
+that weight times BM25 (``airrep_core.hybrid``), a weight chosen on held-out labels.
 
 Saved encoders are ordinary Hugging Face directories (``config.json``, ``model.safetensors``,
 tokenizer files) plus ``projection.safetensors`` and ``airrep_encoder.json`` (format, max length,
@@ -89,6 +90,7 @@ class AirRepEncoder(nn.Module):
         normalize: bool = False,
         max_prompt_words: int = MAX_PROMPT_WORDS,
         source: str = "",
+        lexical_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if max_length < 1:
@@ -101,6 +103,9 @@ class AirRepEncoder(nn.Module):
         self.max_prompt_words = int(max_prompt_words)
         self.source = source
         self.normalize = bool(normalize)
+        if lexical_weight < 0:
+            raise ValueError(f"lexical_weight={lexical_weight} is invalid; allowed: >= 0")
+        self.lexical_weight = float(lexical_weight)
         dim = int(backbone.config.hidden_size)
         self.projection: nn.Linear | None = None
         if projection:
@@ -165,6 +170,7 @@ class AirRepEncoder(nn.Module):
             max_prompt_words=int(meta["max_prompt_words"]),
             normalize=bool(meta.get("normalize", False)),
             source=str(meta.get("source", "")),
+            lexical_weight=float(meta.get("lexical_weight", 0.0)),
         )
         if encoder.projection is not None:
             path = directory / PROJECTION_FILE
@@ -207,6 +213,7 @@ class AirRepEncoder(nn.Module):
             "format_version": FORMAT_VERSION,
             "projection": self.projection is not None,
             "normalize": self.normalize,
+            "lexical_weight": self.lexical_weight,
             "max_length": self.max_length,
             "max_prompt_words": self.max_prompt_words,
             "dim": self.dim,

@@ -31,10 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from airrep_core.baselines.lexical import Bm25Attributor
+from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.encoder import AirRepEncoder
 from airrep_core.encoder_training import ProgressCallback, TrainProgress, TrainResult
 from airrep_core.examples import Example
+from airrep_core.hybrid import hybrid_group_scores
 from airrep_core.labels import SplitLabels, normalise_losses
 from airrep_core.metrics import lds
 from airrep_core.ranking_loss import pairwise_ranking_loss
@@ -123,8 +126,53 @@ def train_encoder_head(
         teacher=TeacherBatches(teacher, row_of) if teacher is not None else None,
         progress=progress,
     )
+    if config.lexical_weights and validation_splits:
+        with torch.no_grad():
+            embeddings = projection(torch.from_numpy(features)).numpy()
+        choice = choose_lexical_weight(embeddings, row_of, validation_splits, examples, config)
+        encoder.lexical_weight = choice.pop("chosen")
+        result.history.append({"step": None, "phase": "hybrid", "validation_by_weight": choice})
+        logger.info(
+            "hybrid: lexical weight %g (validation LDS by weight %s)",
+            encoder.lexical_weight,
+            choice,
+        )
     encoder.to(device).eval()
     return TrainResult(encoder, result.best_step, result.best_validation, result.history)
+
+
+def choose_lexical_weight(
+    embeddings: np.ndarray,
+    row_of: Mapping[str, int],
+    splits: Sequence[SplitLabels],
+    examples: Mapping[str, Example],
+    config: EncoderTrainConfig,
+) -> dict[str, float]:
+    """The hybrid's weight λ, chosen on held-out ``splits`` (their first
+    ``validation_max_targets`` targets): the plain encoder (its own pooling; λ = 0) against
+    ``hybrid_group_scores`` at each of ``config.lexical_weights``, BM25 fitted on each split's
+    pool. Returns ``{"chosen": λ, "<λ>": validation LDS, ...}``; ties go to the smaller λ."""
+    totals = {0.0: 0.0, **{float(w): 0.0 for w in config.lexical_weights}}
+    for split in splits:
+        n = min(config.validation_max_targets, len(split.target_ids))
+        pool = sorted({m for members in split.subset_members for m in members})
+        position = {m: k for k, m in enumerate(pool)}
+        membership = [[position[m] for m in members] for members in split.subset_members]
+        targets = embeddings[[row_of[t] for t in split.target_ids[:n]]]
+        pool_embeddings = embeddings[[row_of[m] for m in pool]]
+        losses = split.losses[:, :n].T
+        plain = group_scores(targets, pool_embeddings, membership, None, config.pooling)
+        totals[0.0] += lds(plain, losses)
+        bm25 = Bm25Attributor(Bm25Config(max_prompt_words=config.max_prompt_words))
+        bm25.fit([examples[m] for m in pool])
+        lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
+        dots = targets @ pool_embeddings.T
+        for weight in config.lexical_weights:
+            hybrid = hybrid_group_scores(dots, lexical, membership, weight)
+            totals[float(weight)] += lds(hybrid, losses)
+    means = {w: value / len(splits) for w, value in totals.items()}
+    chosen = max(sorted(means), key=lambda w: (means[w], -w))
+    return {"chosen": chosen, **{f"{w:g}": v for w, v in means.items()}}
 
 
 def pooled_features(
@@ -267,11 +315,15 @@ def train_projection(
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        embeddings = projection(x)
+        # Only the step's rows go through the projection (the loss reads no others).
+        rows, inverse = np.unique(
+            np.concatenate([targets, membership.ravel()]), return_inverse=True
+        )
+        embeddings = projection(x[torch.from_numpy(rows)])
         scores = group_scores(
-            embeddings[torch.from_numpy(targets)],
+            embeddings[torch.from_numpy(inverse[: len(targets)])],
             embeddings,
-            torch.from_numpy(membership),
+            torch.from_numpy(inverse[len(targets) :].reshape(membership.shape)),
             torch.from_numpy(mask),
             config.pooling,
         )

@@ -311,6 +311,18 @@ def round_robin_select(
         depth = min(n_pool, depth * 4)
 
 
+def round_robin_from_scores(scores: np.ndarray, budget: int) -> Selection:
+    """``round_robin_select``'s rule on a full ``(n_targets, n_pool)`` score matrix (e.g. hybrid
+    scores): each target ranks the whole pool, best first (ties: lower row first)."""
+    n_pool = int(scores.shape[1])
+    if not isinstance(budget, int | np.integer) or not 1 <= budget <= n_pool:
+        raise ValueError(f"budget={budget!r} is invalid; allowed: 1..{n_pool} (the pool size)")
+    order = np.argsort(-scores, axis=1, kind="stable")
+    taken = _round_robin(TopK(np.take_along_axis(scores, order, 1), order.astype(np.int64)), budget)
+    assert taken is not None  # the full ranking holds every row
+    return taken
+
+
 def _round_robin(top: TopK, budget: int) -> Selection | None:
     """The first ``budget`` distinct rows in rank-major order, or None if there are fewer."""
     n_targets = top.indices.shape[0]

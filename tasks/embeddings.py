@@ -24,9 +24,11 @@ import numpy as np
 import pyarrow as pa
 
 from airrep_core.attribution import AttributionIndex, ExampleEncoder, SelectedExample
+from airrep_core.baselines.lexical import Bm25Attributor
+from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
 from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import encoder_text
+from airrep_core.examples import MAX_PROMPT_WORDS, Example, encoder_text
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples
 from storage.embedding_store import (
@@ -74,11 +76,13 @@ def resolve_encoder(store: ArtifactStore, key: str | None = None) -> ArtifactRef
 
 
 def embed_function(encoder: ExampleEncoder | AirRepEncoder, config: EmbeddingConfig):
-    """``rows -> (n, d) float32``: the encoder on ``encoder_text(prompt, response)`` of each row."""
+    """``rows -> (n, d) float32``: the encoder on the encoder text of each row, prompt cut to the
+    encoder's own ``max_prompt_words`` (as for queries and training), default 256 words."""
+    max_prompt_words = getattr(encoder, "max_prompt_words", MAX_PROMPT_WORDS)
 
     def embed(rows: pa.Table) -> np.ndarray:
         texts = [
-            encoder_text(p, r)
+            encoder_text(p, r, max_prompt_words)
             for p, r in zip(
                 rows.column("prompt").to_pylist(), rows.column("response").to_pylist(), strict=True
             )
@@ -173,11 +177,21 @@ def open_index(
     (``EmbeddingsNotFound`` when it was never embedded), and the memory-mapped view."""
     view = find_view(store, encoder_ref.key, dataset_version.version, dtype=dtype)
     matrix = load_view(store, view)
+    encoder = encoder or load_encoder(store, encoder_ref)
+    lexical = None
+    if encoder.lexical_weight > 0:  # a hybrid encoder: BM25 over the same rows, in their order
+        by_id = {
+            row["example_id"]: Example(row["example_id"], row["prompt"], row["response"])
+            for row in read_examples(store, dataset_version).to_pylist()
+        }
+        lexical = Bm25Attributor(Bm25Config(max_prompt_words=encoder.max_prompt_words))
+        lexical.fit([by_id[str(i)] for i in matrix.example_ids])
     index = AttributionIndex(
-        encoder or load_encoder(store, encoder_ref),
+        encoder,
         matrix.embeddings,
         matrix.example_ids,
         config or SearchConfig(),
+        lexical=lexical,
     )
     return index, matrix
 

@@ -85,8 +85,13 @@ class MethodFactory:
             if self._encoder is None:
                 self._encoder = load_encoder(self.store, self.encoder_ref)
             settings = self.settings(method)
+            # The mean-pooling ablation is the embedding alone, also for a hybrid encoder.
             return AirRepAttributor(
-                self._encoder, settings["pooling"], settings["batch_size"], settings["precision"]
+                self._encoder,
+                settings["pooling"],
+                settings["batch_size"],
+                settings["precision"],
+                hybrid=method == "airrep",
             )
         if method not in MODEL_METHODS:
             return build_attributor(method, self.config.baseline_preset)
@@ -119,8 +124,9 @@ def score_method(
     def writer(staging: Path) -> dict[str, Any]:
         truth = load_ground_truth(store, truth_ref)
         log.info("%s: scoring %s", truth.name, method)
+        attributor = factory.build(method, base_key)
         result = score_subsets(
-            factory.build(method, base_key),
+            attributor,
             truth.pool,
             truth.targets,
             truth.labels.subset_members,
@@ -149,7 +155,7 @@ def score_method(
             "stderr": lds.stderr,
             "n_targets": n_targets,
             "n_subsets": n_subsets,
-            "group_rule": group_rule(method),
+            "group_rule": getattr(attributor, "group_rule", group_rule(method)),
             "fit_seconds": round(result.fit_seconds, 3),
             "score_seconds": round(result.score_seconds, 3),
             "n_train": result.n_train,

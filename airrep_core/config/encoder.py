@@ -104,6 +104,12 @@ class EncoderTrainConfig(StageConfig):
     teacher_steps: int = help_field(
         0, "efficient recipe: steps on the teacher's pseudo-subsets before the label steps"
     )
+    lexical_weights: tuple[float, ...] = help_field(
+        (),
+        "efficient recipe, hybrid score: candidate weights λ of a BM25 term (h = z-scored dot + "
+        "λ·z-scored BM25, summed over a subset); the encoder keeps the λ with the best validation "
+        "LDS, or none when the plain encoder validates better (empty = never hybrid)",
+    )
     teacher_subset_size: int = help_field(
         50, "examples per teacher pseudo-subset (drawn from the teacher's candidates)"
     )
@@ -145,6 +151,20 @@ class EncoderTrainConfig(StageConfig):
             str(PROJECTION_INITS),
         )
         require(self.anchor_decay >= 0, self, "anchor_decay", self.anchor_decay, ">= 0")
+        require(
+            isinstance(self.lexical_weights, tuple) and all(w > 0 for w in self.lexical_weights),
+            self,
+            "lexical_weights",
+            self.lexical_weights,
+            "a tuple of weights > 0 (empty = no hybrid)",
+        )
+        require(
+            self.recipe == "efficient" or not self.lexical_weights,
+            self,
+            "lexical_weights",
+            self.lexical_weights,
+            "empty unless recipe='efficient'",
+        )
         require(self.teacher_steps >= 0, self, "teacher_steps", self.teacher_steps, ">= 0")
         require(
             self.teacher_subset_size >= 1,

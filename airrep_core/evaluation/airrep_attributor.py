@@ -3,6 +3,11 @@
 Per-example score s(x, z) = Enc(x)ᵀ Enc(z); the group score of a subset S is AirRep's own rule,
 not the baselines' sum: attention pooling f(x, S) = Σᵢ softmax_i(|sᵢ|) sᵢ, or the mean-pooling
 ablation f = mean_i sᵢ (``airrep_core.scoring.pool_scores``).
+
+A hybrid encoder (``encoder.lexical_weight`` > 0, chosen on held-out labels) scores
+h(x, z) = ẑ_enc(x, z) + λ · ẑ_bm25(x, z), both z-scored per query over the fitted pool
+(``airrep_core.hybrid``), and a subset by the sum of its members' h: BM25 is fitted on the same
+pool, so the method stores one embedding per example plus BM25's per-term scores.
 """
 
 from __future__ import annotations
@@ -11,10 +16,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from airrep_core.baselines.interface import Attributor, NotFittedError, check_scores, check_subsets
+from airrep_core.baselines.interface import (
+    Attributor,
+    NotFittedError,
+    check_scores,
+    check_subsets,
+    sum_group_scores,
+)
+from airrep_core.baselines.lexical import Bm25Attributor
+from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import POOLINGS
 from airrep_core.encoder import AirRepEncoder
+from airrep_core.evaluation.lds_eval import GROUP_RULES
 from airrep_core.examples import Example
+from airrep_core.hybrid import hybrid_scores
 from airrep_core.scoring import example_scores, pad_membership, pool_scores
 
 POOLING_METHOD_NAMES = {"attention": "airrep", "mean": "airrep_mean"}
@@ -29,6 +44,7 @@ class AirRepAttributor(Attributor):
         pooling: ``"attention"`` (the method) or ``"mean"`` (the ablation).
         batch_size: encoder batch size.
         precision: ``"float32"``, ``"bf16"`` (autocast) or ``"auto"``.
+        hybrid: use the encoder's lexical term when it has one (False: the dot product alone).
     """
 
     def __init__(
@@ -37,6 +53,8 @@ class AirRepAttributor(Attributor):
         pooling: str = "attention",
         batch_size: int = 64,
         precision: str = "float32",
+        *,
+        hybrid: bool = True,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -47,6 +65,11 @@ class AirRepAttributor(Attributor):
         self.batch_size = batch_size
         self.precision = precision
         self._train_embeddings: np.ndarray | None = None
+        self.lexical = (
+            Bm25Attributor(Bm25Config(max_prompt_words=encoder.max_prompt_words))
+            if hybrid and encoder.lexical_weight > 0
+            else None
+        )
 
     def embed(self, examples: Sequence[Example]) -> np.ndarray:
         """``(n, d)`` float32 embeddings Enc(z) in the encoder text format."""
@@ -54,16 +77,29 @@ class AirRepAttributor(Attributor):
 
     def _fit(self, train: Sequence[Example]) -> None:
         self._train_embeddings = self.embed(train)
+        if self.lexical is not None:
+            self.lexical.fit(train)
 
     def _score(self, queries: Sequence[Example]) -> np.ndarray:
         if self._train_embeddings is None:
             raise NotFittedError("AirRepAttributor is not fitted")
-        return example_scores(self.embed(queries), self._train_embeddings)
+        scores = example_scores(self.embed(queries), self._train_embeddings)
+        if self.lexical is None:
+            return scores
+        return hybrid_scores(scores, self.lexical.score(queries), self.encoder.lexical_weight)
 
     @property
     def storage_floats_per_example(self) -> float:
-        """d: one embedding per training example."""
-        return float(self.encoder.dim)
+        """d (one embedding per training example), plus BM25's scores for a hybrid encoder."""
+        lexical = self.lexical.storage_floats_per_example if self.lexical is not None else 0.0
+        return float(self.encoder.dim) + lexical
+
+    @property
+    def group_rule(self) -> str:
+        """How subset scores are formed (for the report)."""
+        if self.lexical is not None:
+            return f"sum of hybrid scores (z-scored dot + {self.encoder.lexical_weight:g}·BM25)"
+        return GROUP_RULES[self.name]
 
     def group_score(self, scores: np.ndarray, subsets: Sequence[np.ndarray]) -> np.ndarray:
         """Subset scores ``(n_query, n_subsets)`` float32 with AirRep's pooling.
@@ -73,6 +109,8 @@ class AirRepAttributor(Attributor):
         """
         scores = check_scores(scores)
         subsets = check_subsets(subsets, scores.shape[1])
+        if self.lexical is not None:
+            return sum_group_scores(scores, subsets)
         if any(len(s) == 0 for s in subsets):
             raise ValueError("AirRep pooling needs every subset to have at least one member")
         index, mask = pad_membership([s.tolist() for s in subsets])

@@ -12,11 +12,15 @@ from encoder_fixtures import unigram_label_set
 from p3_fixtures import p3_examples
 
 from airrep_core.baselines import build_attributor
+from airrep_core.baselines.lexical import Bm25Attributor
+from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.encoder import AirRepEncoder, init_projection
 from airrep_core.errors import ConfigError
+from airrep_core.evaluation.airrep_attributor import AirRepAttributor
 from airrep_core.head_training import (
     TeacherBatches,
+    choose_lexical_weight,
     feature_splits,
     pooled_features,
     split_example_ids,
@@ -189,3 +193,63 @@ def test_fused_teacher_is_the_sum_of_per_target_zscores_and_draws_are_disjoint()
     assert (targets, candidates) == draw_teacher_examples(reversed(ids), ids[:10], 5, 20, seed=3)
     with pytest.raises(ValueError, match="eligible"):
         draw_teacher_examples(ids, ids[:40], 5, 20, seed=3)
+
+
+def test_hybrid_encoder_round_trips_and_scores_dot_plus_weighted_bm25(minilm, tmp_path):
+    examples = list(p3_examples(4))
+    queries, pool = examples[:4], examples[4:]
+    minilm.lexical_weight = 0.5
+    try:
+        loaded = AirRepEncoder.from_pretrained(minilm.save(tmp_path / "hybrid"))
+    finally:
+        minilm.lexical_weight = 0.0
+    assert loaded.lexical_weight == 0.5 and loaded.normalize
+    hybrid = AirRepAttributor(loaded, "attention", batch_size=8)
+    hybrid.fit(pool)
+    scores = hybrid.score(queries)
+    dots = loaded.encode_examples(queries) @ loaded.encode_examples(pool).T
+    bm25 = Bm25Attributor(Bm25Config(max_prompt_words=loaded.max_prompt_words))
+    bm25.fit(pool)
+    expected = scipy.stats.zscore(dots, axis=1) + 0.5 * scipy.stats.zscore(
+        bm25.score(queries), axis=1
+    )
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    subsets = [np.arange(0, 5), np.arange(5, 12)]
+    np.testing.assert_allclose(
+        hybrid.group_score(scores, subsets),
+        np.stack([scores[:, s].sum(axis=1) for s in subsets], axis=1),
+        atol=1e-5,
+    )
+    assert hybrid.storage_floats_per_example > loaded.dim
+    # The mean-pooling ablation row reads the embedding alone.
+    plain = AirRepAttributor(loaded, "mean", batch_size=8, hybrid=False)
+    plain.fit(pool)
+    np.testing.assert_allclose(plain.score(queries), dots, atol=1e-5)
+
+
+def test_lexical_weight_is_the_validation_argmax_over_plain_and_hybrid(label_features, minilm):
+    splits, examples = unigram_label_set(n_splits=3, n_targets=16, n_subsets=12, subset_size=8)
+    features, _ = label_features
+    ids = split_example_ids(splits)
+    row_of = {i: k for k, i in enumerate(ids)}
+    config = CONFIG.replace(lexical_weights=(0.5, 2.0))
+    choice = choose_lexical_weight(features, row_of, splits[2:], examples, config)
+    by_weight = {float(k): v for k, v in choice.items() if k != "chosen"}
+    assert set(by_weight) == {0.0, 0.5, 2.0}
+    assert choice["chosen"] == max(by_weight, key=lambda w: (by_weight[w], -w))
+    # Brute force for λ = 2 on the one held-out split.
+    split = splits[2]
+    pool = sorted({m for members in split.subset_members for m in members})
+    bm25 = Bm25Attributor(Bm25Config(max_prompt_words=config.max_prompt_words))
+    bm25.fit([examples[m] for m in pool])
+    n = config.validation_max_targets
+    lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
+    dots = (
+        features[[row_of[t] for t in split.target_ids[:n]]] @ features[[row_of[m] for m in pool]].T
+    )
+    h = scipy.stats.zscore(dots, axis=1) + 2.0 * scipy.stats.zscore(lexical, axis=1)
+    groups = np.stack(
+        [h[:, [pool.index(m) for m in members]].sum(axis=1) for members in split.subset_members],
+        axis=1,
+    )
+    assert by_weight[2.0] == pytest.approx(lds(groups, split.losses[:, :n].T), abs=1e-6)

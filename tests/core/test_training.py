@@ -23,7 +23,6 @@ from airrep_core.encoder_training import (
 from airrep_core.errors import ConfigError
 from airrep_core.training_sampler import LeastSeenSampler
 
-
 PAPER_RECIPE = {"recipe": "paper", "projection_init": "random", "normalize": False}
 """These tests train the whole encoder: the paper's recipe, whatever the tiny preset's default."""
 
