@@ -53,16 +53,33 @@ def run_command(
     parallel_shards: Annotated[
         int, typer.Option(help="Label shards fine-tuned at once in this process.")
     ] = 1,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Encoder training recipe: 'efficient' (the tiny/mini default: frozen backbone, "
+            "identity start, teacher pre-training, hybrid score) or 'paper' (the whole encoder "
+            "from a random projection); default: the preset's."
+        ),
+    ] = None,
 ) -> None:
     """Run the AirRep pipeline in-process: import data, generate labels, train the encoder, embed
     the pool, attribute an example, and evaluate against the baselines. Uses Prefect's ephemeral
     mode unless PREFECT_API_URL points at a server; every stage whose artifact exists in the
     store is skipped."""
+    from airrep_core.config.pipeline import EncoderStageConfig, PipelineConfig
     from flows.pipeline import pipeline_flow
 
+    config = None
+    if recipe is not None:
+        encoder = EncoderStageConfig.preset(preset, train={"recipe": recipe})
+        config = PipelineConfig.preset(preset, encoder=encoder)
     started = time.perf_counter()
     result = pipeline_flow(
-        preset=preset, root=root, import_data=import_data, parallel_shards=parallel_shards
+        preset=preset,
+        root=root,
+        config=config,
+        import_data=import_data,
+        parallel_shards=parallel_shards,
     )
     _print_result(result, time.perf_counter() - started)
 

@@ -53,6 +53,11 @@ def lds_command(
     root: str | None = typer.Option(
         None, "--root", help="Storage root URI (file://, s3://); default $AIRREP_STORAGE_ROOT."
     ),
+    recipe: str | None = typer.Option(
+        None,
+        "--recipe",
+        help="Encoder training recipe: 'efficient' (the preset default) or 'paper'.",
+    ),
 ) -> None:
     """LDS ×100 of every method on every evaluation set, with the noise ceiling, costs,
     classification, data selection and transfer tables; written as Markdown, Parquet and PNG."""
@@ -69,6 +74,7 @@ def lds_command(
         root,
         progress=lambda m: typer.echo(f"... {m}", err=True),
         transfer_sets=transfer_set or None,
+        recipe=recipe,
     )
     report = result.evaluation.report
     typer.echo(result.evaluation.markdown)

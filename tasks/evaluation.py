@@ -225,9 +225,12 @@ def bench_command(
     eval_sets: Sequence[str] | None,
     root: str | None,
     transfer_sets: Sequence[str] | None = None,
+    recipe: str | None = None,
 ) -> str:
     """The CLI command that reproduces a benchmark run."""
     parts = ["airrep", "bench", "lds", "--preset", preset]
+    if recipe:
+        parts += ["--recipe", recipe]
     for name in eval_sets or ():
         parts += ["--eval-set", name]
     for name in transfer_sets or ():
@@ -244,6 +247,7 @@ def run_bench(
     root: str | None = None,
     progress: Callable[[str], None] | None = None,
     transfer_sets: Sequence[str] | None = None,
+    recipe: str | None = None,
 ) -> BenchResult:
     """The LDS benchmark at ``preset`` end to end, every step cached in ``store``:
     P3 split by template, labels on ``flan_p3_train`` (``LabelsConfig.preset``), the AirRep encoder
@@ -255,7 +259,7 @@ def run_bench(
         config = config.replace(eval_sets=tuple(eval_sets))
     if transfer_sets:
         config = config.replace(transfer_eval_sets=tuple(transfer_sets))
-    command = bench_command(preset, eval_sets, root, transfer_sets)
+    command = bench_command(preset, eval_sets, root, transfer_sets, recipe)
     say("importing P3 split by template (train / held out)")
     p3_train, _ = import_p3_holdout(store)
     labels_config = LabelsConfig.preset(preset)
@@ -263,7 +267,7 @@ def run_bench(
     labels_result = labels.generate_labels(store, p3_train, labels_config)
     labels_ref = store.get(labels.LABELS_STAGE, labels_result.labels_key)
     base_ref = store.get(labels.BASE_STAGE, labels_result.base_key)
-    stage = EncoderStageConfig.preset(preset)
+    stage = EncoderStageConfig.preset(preset, train={"recipe": recipe} if recipe else {})
     teacher_ref = None
     if stage.train.teacher_steps:
         say(f"teacher scores ({' + '.join(stage.teacher.methods)}) on {P3_TRAIN_DATASET}")
