@@ -19,9 +19,6 @@ from airrep_core.examples import Example
 from airrep_core.search import TopK
 from airrep_core.teacher import zscore_rows
 
-LEXICAL_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-"""The grid λ is chosen from on held-out labels."""
-
 
 def hybrid_scores(
     encoder_scores: np.ndarray, lexical_scores: np.ndarray, weight: float

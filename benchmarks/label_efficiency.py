@@ -33,12 +33,14 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from airrep_core.baselines import build_attributor
+from airrep_core.baselines.interface import sum_group_scores
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
@@ -49,12 +51,13 @@ from airrep_core.examples import Example
 from airrep_core.head_training import (
     FeatureSplit,
     TeacherBatches,
+    choose_lexical_weight,
     feature_splits,
     pooled_features,
     split_example_ids,
     train_projection,
 )
-from airrep_core.hybrid import LEXICAL_WEIGHTS, hybrid_group_scores
+from airrep_core.hybrid import hybrid_group_scores
 from airrep_core.labels import SplitLabels
 from airrep_core.scoring import group_scores
 from airrep_core.teacher import TeacherScores, fuse_scores, teacher_ids
@@ -78,8 +81,9 @@ class Scored:
 
     name: str
     split: FeatureSplit
-    bm25_groups: Mapping[float, Any]
+    hybrid: Any  # weight -> (embeddings -> (n_targets, n_subsets) hybrid group scores)
     losses: np.ndarray
+    bm25_lds: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,8 @@ class Context:
     validation: FeatureSplit
     sets: dict[str, Scored]
     teacher: dict[str, TeacherScores]
+    held: SplitLabels
+    examples: dict[str, Example]
 
 
 def prepare(args: argparse.Namespace) -> Context:
@@ -229,7 +235,7 @@ def prepare(args: argparse.Namespace) -> Context:
         sets[name] = _scored(name, fs, truth.labels, slice(None), examples)
 
     train_fs = feature_splits(train_splits, row_of)
-    return Context(config, features, row_of, train_fs, validation, sets, per_method)
+    return Context(config, features, row_of, train_fs, validation, sets, per_method, held, examples)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -237,12 +243,18 @@ def run(args: argparse.Namespace) -> None:
     rows = ablation_rows(ctx.config.steps) + budget_rows(args.budgets)
     results = []
     for row in rows:
-        overrides = dict(row.overrides)
-        if row.teacher:
-            overrides["teacher_steps"] = args.teacher_steps
+        overrides = {"teacher_steps": args.teacher_steps if row.teacher else 0, **row.overrides}
         results.append(evaluate_row(ctx, row, overrides))
         print(json.dumps(results[-1]), flush=True)
-    _print_tables(results, ctx.sets, args)
+    command = shlex.join([".venv/bin/python", "-m", "benchmarks.label_efficiency", *sys.argv[1:]])
+    markdown = render_tables(results, ctx.sets, command)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "label_efficiency.md").write_text(markdown)
+    (out / "label_efficiency.json").write_text(json.dumps(results, indent=1))
+    plot_budget(results, out / "label_budget.png")
+    print(markdown)
+    print(f"Written: {out}/label_efficiency.md, label_efficiency.json, label_budget.png")
 
 
 def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -284,10 +296,12 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
     record = {
         "row": row.name,
         "lever": row.lever,
+        "fine_tuned_subsets": sum(len(s.membership) for s in subsets) if run_config.steps else 0,
         "best_step": result.best_step,
         "train_seconds": round(seconds, 1),
     }
-    weight = _choose_weight(embeddings, ctx.sets["validation"], run_config.pooling)
+    choice = choose_lexical_weight(embeddings, row_of, [ctx.held], ctx.examples, run_config)
+    weight = choice["chosen"]
     record["lexical_weight"] = weight
     for name, scored in ctx.sets.items():
         plain = group_scores(
@@ -299,8 +313,8 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
         )
         res = lds_of(plain, scored.losses)
         record[name] = (res.mean, res.stderr)
-        hyb = scored.bm25_groups[weight](embeddings)
-        res = lds_of(hyb, scored.losses)
+        if weight > 0:
+            res = lds_of(scored.hybrid(weight)(embeddings), scored.losses)
         record[f"{name} hybrid"] = (res.mean, res.stderr)
     return record
 
@@ -334,7 +348,8 @@ def _scored(
 
         return groups
 
-    return Scored(name, fs, {w: hybrid(w) for w in LEXICAL_WEIGHTS}, fs.losses)
+    alone = lds_of(sum_group_scores(bm25, [np.asarray(m) for m in membership]), fs.losses)
+    return Scored(name, fs, hybrid, fs.losses, (alone.mean, alone.stderr))
 
 
 def _pool_rows(fs: FeatureSplit, labels_split: SplitLabels, pool: list[str]) -> np.ndarray:
@@ -346,56 +361,77 @@ def _pool_rows(fs: FeatureSplit, labels_split: SplitLabels, pool: list[str]) -> 
     return np.asarray([row[m] for m in pool], dtype=np.int64)
 
 
-def _choose_weight(embeddings: np.ndarray, validation: Scored, pooling: str) -> float:
-    """The lexical weight with the best validation LDS (ties: the smaller weight)."""
-    best, best_value = 0.0, -np.inf
-    for weight, groups in validation.bm25_groups.items():
-        value = lds_of(groups(embeddings), validation.losses).mean
-        if value > best_value + 1e-12:
-            best, best_value = weight, value
-    return best
-
-
-def _print_tables(results: list[dict], sets: Mapping[str, Scored], args) -> None:
+def render_tables(results: list[dict], sets: Mapping[str, Scored], command: str) -> str:
+    """The report's Markdown: the ablation and the budget curve, plain and hybrid scores, with
+    BM25 (the strongest baseline at ``mini``) on the same targets for reference."""
     names = list(sets)
     eval_names = [n for n in names if n not in ("validation", "held-out test")]
 
     def cell(value) -> str:
         return f"{100 * value[0]:.1f} ± {100 * value[1]:.1f}"
 
-    def average(record, suffix="") -> str:
-        values = [record[f"{n}{suffix}"] for n in eval_names]
+    def average(values) -> str:
+        if not values:
+            return "—"
         mean = np.mean([v[0] for v in values])
         se = np.sqrt(np.sum([v[1] ** 2 for v in values])) / len(values)
         return f"{100 * mean:.1f} ± {100 * se:.1f}"
 
+    lines = [
+        "# AirRep's label-efficient recipe: levers and label budget",
+        "",
+        "LDS x100 (mean ± standard error over targets). Validation picked every row's best step "
+        "and its hybrid weight λ; the held-out test and the evaluation sets selected nothing.",
+        "Eval average: mean over the evaluation sets ± √Σse²/n.",
+    ]
+    bm25 = [sets[n].bm25_lds for n in names]
     for suffix, title in (("", "encoder score"), (" hybrid", "hybrid score (encoder + λ·BM25)")):
-        print(f"\n### LDS x100, {title}\n")
+        lines += ["", f"## LDS x100, {title}", ""]
         header = ["row", "lever", "best step", *(["λ"] if suffix else []), *names, "eval average"]
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
         for r in results:
             extra = [f"{r['lexical_weight']:g}"] if suffix else []
-            print(
+            cells = [cell(r[f"{n}{suffix}"]) for n in names]
+            avg = average([r[f"{n}{suffix}"] for n in eval_names])
+            lines.append(
                 "| "
-                + " | ".join(
-                    [
-                        r["row"],
-                        r["lever"],
-                        str(r["best_step"]),
-                        *extra,
-                        *(cell(r[f"{n}{suffix}"]) for n in names),
-                        average(r, suffix),
-                    ]
-                )
+                + " | ".join([r["row"], r["lever"], str(r["best_step"]), *extra, *cells, avg])
                 + " |"
             )
-    print(
-        "\nReproduce: "
-        + shlex.join(
-            [sys.executable.split("/")[-1], "-m", "benchmarks.label_efficiency", *sys.argv[1:]]
-        )
-    )
+        extra = ["—"] if suffix else []
+        lines.append(
+            "| " + " | ".join(["BM25 alone (reference)", "—", "—", *extra,
+                               *(cell(v) for v in bm25),
+                               average([sets[n].bm25_lds for n in eval_names])]) + " |"
+        )  # fmt: skip
+    lines += ["", f"Reproduce: `{command}`", ""]
+    return "\n".join(lines)
+
+
+def plot_budget(results: list[dict], path: Path, set_name: str = "held-out test") -> None:
+    """The label-budget curve (LDS against fine-tuned subsets), with and without the teacher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for tag, marker in (("no teacher", "o"), ("teacher", "s")):
+        rows = [r for r in results if r["lever"] == "budget" and r["row"].endswith(f"({tag})")]
+        for suffix, style in (("", "-"), (" hybrid", "--")):
+            x = [r["fine_tuned_subsets"] for r in rows]
+            y = [100 * r[f"{set_name}{suffix}"][0] for r in rows]
+            e = [100 * r[f"{set_name}{suffix}"][1] for r in rows]
+            label = f"{tag}{', hybrid' if suffix else ''}"
+            axis.errorbar(x, y, yerr=e, marker=marker, linestyle=style, capsize=3, label=label)
+    axis.set_xlabel("fine-tuned subsets the encoder trains on")
+    axis.set_ylabel(f"LDS x100 ({set_name})")
+    axis.set_title("AirRep: label budget")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -407,6 +443,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--budgets", nargs="*", type=int, default=[8, 16, 32])
     parser.add_argument("--teacher-steps", type=int, default=None)
+    parser.add_argument(
+        "--out", default="artifacts/label-efficiency", help="folder of the Markdown, JSON and PNG"
+    )
     args = parser.parse_args(argv)
     if args.teacher_steps is None:
         args.teacher_steps = EncoderStageConfig.preset(args.preset).train.teacher_steps or 200
