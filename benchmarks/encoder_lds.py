@@ -65,7 +65,7 @@ def main() -> None:
     if args.preset == "mini":
         p3, _ = import_p3_holdout(store)
         labels_config = LabelsConfig.preset("mini")
-        stage = EncoderStageConfig.preset("mini")
+        stage = EncoderStageConfig.preset("mini", train={"recipe": "paper"})
     else:
         sample = sample_dataset("flan_p3")
         p3 = import_dataset(store, sample.paths(), sample.name, skip_invalid=sample.skip_invalid)
@@ -80,7 +80,7 @@ def main() -> None:
             },
             base={"max_steps": args.warmup_steps},
         )
-        train = EncoderTrainConfig.preset("mini", steps=args.encoder_steps)
+        train = EncoderTrainConfig.preset("mini", recipe="paper", steps=args.encoder_steps)
         stage = EncoderStageConfig(train=train, validation_splits=args.validation_splits)
     train_config = stage.train
     started = time.perf_counter()

@@ -49,6 +49,7 @@ CONFIG = EncoderTrainConfig.preset(
     warmup_steps=2,
     validate_every=10,
     validation_max_targets=16,
+    teacher_steps=0,
 )
 
 
@@ -102,10 +103,19 @@ def test_projection_inits_and_recipe_rules():
     with pytest.raises(ValueError, match="projection_init"):
         init_projection(layer, "zeros", 0)
     with pytest.raises(ConfigError, match="teacher_steps"):
-        EncoderTrainConfig.preset("tiny", teacher_steps=3)  # recipe paper
+        EncoderTrainConfig.preset("tiny", recipe="paper", teacher_steps=3)
     with pytest.raises(ConfigError, match="steps"):
-        EncoderTrainConfig.preset("tiny", steps=0)
-    assert EncoderTrainConfig.preset("tiny", recipe="efficient", steps=0).steps == 0
+        EncoderTrainConfig.preset("tiny", recipe="paper", steps=0)
+    with pytest.raises(ConfigError, match="lexical_weights"):
+        EncoderTrainConfig.preset("tiny", recipe="paper", lexical_weights=(1.0,))
+    assert EncoderTrainConfig.preset("tiny", steps=0).steps == 0
+    # The small presets default to the label-efficient recipe; the paper's stays selectable.
+    for name in ("tiny", "mini"):
+        assert EncoderTrainConfig.preset(name).recipe == "efficient"
+        paper = EncoderTrainConfig.preset(name, recipe="paper")
+        assert (paper.projection_init, paper.normalize, paper.teacher_steps) == ("random", False, 0)
+    assert EncoderTrainConfig.preset("mini", recipe="paper").steps == 48
+    assert EncoderTrainConfig.preset("paper").recipe == "paper"
 
 
 def test_step_zero_is_the_start_and_scores_like_the_backbone(label_features):
