@@ -31,6 +31,18 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest (and undisturbed by parallel jobs) on one thread; a module opts in
+    with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def file_root(tmp_path: Path) -> str:
     """A fresh ``file://`` storage root."""

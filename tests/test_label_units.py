@@ -8,13 +8,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from airrep_core.config.labels import EvaluationSamplingConfig, LabelsConfig
 from storage.artifacts import ArtifactStore
@@ -52,14 +50,7 @@ generate_labels(store, latest_version(store, "p3"), config)
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest (and undisturbed by parallel jobs) on one thread; the killed
-    subprocess runs on one thread too, so both runs compute bit-identical losses."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def p3_files() -> list[Path]:

@@ -4,12 +4,10 @@ failure between its method units, and feeds the encoder stage."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import tasks.teacher as teacher_stage
 from airrep_core.config.pipeline import EncoderStageConfig
@@ -32,12 +30,7 @@ LABELS = labels.LabelsConfig.preset("tiny")
 TEACHER = TeacherConfig.preset("tiny", methods=("bm25", "logra"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
