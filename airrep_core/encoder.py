@@ -91,6 +91,7 @@ class AirRepEncoder(nn.Module):
         max_prompt_words: int = MAX_PROMPT_WORDS,
         source: str = "",
         lexical_weight: float = 0.0,
+        lexical_prompt_words: int = MAX_PROMPT_WORDS,
     ) -> None:
         super().__init__()
         if max_length < 1:
@@ -106,6 +107,7 @@ class AirRepEncoder(nn.Module):
         if lexical_weight < 0:
             raise ValueError(f"lexical_weight={lexical_weight} is invalid; allowed: >= 0")
         self.lexical_weight = float(lexical_weight)
+        self.lexical_prompt_words = int(lexical_prompt_words)
         dim = int(backbone.config.hidden_size)
         self.projection: nn.Linear | None = None
         if projection:
@@ -171,6 +173,7 @@ class AirRepEncoder(nn.Module):
             normalize=bool(meta.get("normalize", False)),
             source=str(meta.get("source", "")),
             lexical_weight=float(meta.get("lexical_weight", 0.0)),
+            lexical_prompt_words=int(meta.get("lexical_prompt_words", MAX_PROMPT_WORDS)),
         )
         if encoder.projection is not None:
             path = directory / PROJECTION_FILE
@@ -214,6 +217,7 @@ class AirRepEncoder(nn.Module):
             "projection": self.projection is not None,
             "normalize": self.normalize,
             "lexical_weight": self.lexical_weight,
+            "lexical_prompt_words": self.lexical_prompt_words,
             "max_length": self.max_length,
             "max_prompt_words": self.max_prompt_words,
             "dim": self.dim,

@@ -31,13 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from airrep_core.baselines.lexical import Bm25Attributor
-from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.encoder import AirRepEncoder
 from airrep_core.encoder_training import ProgressCallback, TrainProgress, TrainResult
 from airrep_core.examples import Example
-from airrep_core.hybrid import hybrid_group_scores
+from airrep_core.hybrid import hybrid_group_scores, lexical_index
 from airrep_core.labels import SplitLabels, normalise_losses
 from airrep_core.metrics import lds
 from airrep_core.ranking_loss import pairwise_ranking_loss
@@ -131,6 +129,7 @@ def train_encoder_head(
             embeddings = projection(torch.from_numpy(features)).numpy()
         choice = choose_lexical_weight(embeddings, row_of, validation_splits, examples, config)
         encoder.lexical_weight = choice.pop("chosen")
+        encoder.lexical_prompt_words = config.lexical_prompt_words
         result.history.append({"step": None, "phase": "hybrid", "validation_by_weight": choice})
         logger.info(
             "hybrid: lexical weight %g (validation LDS by weight %s)",
@@ -163,7 +162,7 @@ def choose_lexical_weight(
         losses = split.losses[:, :n].T
         plain = group_scores(targets, pool_embeddings, membership, None, config.pooling)
         totals[0.0] += lds(plain, losses)
-        bm25 = Bm25Attributor(Bm25Config(max_prompt_words=config.max_prompt_words))
+        bm25 = lexical_index(config.lexical_prompt_words)
         bm25.fit([examples[m] for m in pool])
         lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
         dots = targets @ pool_embeddings.T

@@ -15,6 +15,7 @@ import numpy as np
 
 from airrep_core.baselines.interface import sum_group_scores
 from airrep_core.baselines.lexical import Bm25Attributor
+from airrep_core.config.baselines import Bm25Config
 from airrep_core.examples import Example
 from airrep_core.search import TopK
 from airrep_core.teacher import zscore_rows
@@ -42,6 +43,12 @@ def hybrid_group_scores(
     ``membership``: each group's pool indices."""
     subsets = [np.asarray(group, dtype=np.int64) for group in membership]
     return sum_group_scores(hybrid_scores(encoder_scores, lexical_scores, weight), subsets)
+
+
+def lexical_index(prompt_words: int) -> Bm25Attributor:
+    """A fresh BM25 of the hybrid score: the BM25 baseline's settings, the prompt cut to its
+    first ``prompt_words`` words (the encoder's ``lexical_prompt_words``)."""
+    return Bm25Attributor(Bm25Config(max_prompt_words=prompt_words))
 
 
 class HybridScorer:

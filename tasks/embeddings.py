@@ -24,11 +24,10 @@ import numpy as np
 import pyarrow as pa
 
 from airrep_core.attribution import AttributionIndex, ExampleEncoder, SelectedExample
-from airrep_core.baselines.lexical import Bm25Attributor
-from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
 from airrep_core.encoder import AirRepEncoder
 from airrep_core.examples import MAX_PROMPT_WORDS, Example, encoder_text
+from airrep_core.hybrid import lexical_index
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples
 from storage.embedding_store import (
@@ -184,7 +183,7 @@ def open_index(
             row["example_id"]: Example(row["example_id"], row["prompt"], row["response"])
             for row in read_examples(store, dataset_version).to_pylist()
         }
-        lexical = Bm25Attributor(Bm25Config(max_prompt_words=encoder.max_prompt_words))
+        lexical = lexical_index(encoder.lexical_prompt_words)
         lexical.fit([by_id[str(i)] for i in matrix.example_ids])
     index = AttributionIndex(
         encoder,

@@ -159,6 +159,11 @@ class EncoderTrainConfig(StageConfig):
         "λ·z-scored BM25, summed over a subset); the encoder keeps the λ with the best validation "
         "LDS, or none when the plain encoder validates better (empty = never hybrid)",
     )
+    lexical_prompt_words: int = help_field(
+        256,
+        "hybrid score: BM25 reads the prompt's first N words (the BM25 baseline's 256), "
+        "independently of the encoder's max_prompt_words",
+    )
     teacher_subset_size: int = help_field(
         50, "examples per teacher pseudo-subset (drawn from the teacher's candidates)"
     )
@@ -221,6 +226,13 @@ class EncoderTrainConfig(StageConfig):
             "lexical_weights",
             self.lexical_weights,
             "empty unless recipe='efficient'",
+        )
+        require(
+            self.lexical_prompt_words >= 1,
+            self,
+            "lexical_prompt_words",
+            self.lexical_prompt_words,
+            ">= 1",
         )
         require(self.teacher_steps >= 0, self, "teacher_steps", self.teacher_steps, ">= 0")
         require(

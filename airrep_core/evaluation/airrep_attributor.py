@@ -23,13 +23,11 @@ from airrep_core.baselines.interface import (
     check_subsets,
     sum_group_scores,
 )
-from airrep_core.baselines.lexical import Bm25Attributor
-from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import POOLINGS
 from airrep_core.encoder import AirRepEncoder
 from airrep_core.evaluation.lds_eval import GROUP_RULES
 from airrep_core.examples import Example
-from airrep_core.hybrid import hybrid_scores
+from airrep_core.hybrid import hybrid_scores, lexical_index
 from airrep_core.scoring import example_scores, pad_membership, pool_scores
 
 POOLING_METHOD_NAMES = {"attention": "airrep", "mean": "airrep_mean"}
@@ -66,7 +64,7 @@ class AirRepAttributor(Attributor):
         self.precision = precision
         self._train_embeddings: np.ndarray | None = None
         self.lexical = (
-            Bm25Attributor(Bm25Config(max_prompt_words=encoder.max_prompt_words))
+            lexical_index(encoder.lexical_prompt_words)
             if hybrid and encoder.lexical_weight > 0
             else None
         )
