@@ -261,7 +261,8 @@ def test_report_files_are_written_and_parse(tmp_path):
     assert frame.shape[0] == 6 and set(frame["method"]) == {"airrep", "tfidf", NOISE_CEILING}
     assert (tmp_path / "lds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (tmp_path / "report.md").read_text()
-    assert "| airrep | 30.0 ± 1.0 | 30.0 ± 1.0 | 30.0 |" in markdown
+    # The average of two sets carries its standard error: √(1.0² + 1.0²) / 2.
+    assert "| airrep | 30.0 ± 1.0 | 30.0 ± 1.0 | 30.0 ± 0.7 |" in markdown
     assert f"| {NOISE_CEILING} | 80.0" in markdown
     assert "-0.1000" in markdown  # airrep's selection vs random
     assert "airrep bench lds --preset tiny" in markdown
