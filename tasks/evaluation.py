@@ -169,8 +169,10 @@ def evaluate(
         f"Ground truth: base LM {base_ref.metadata.get('model', base_ref.key[:12])}; each set's "
         f"pool and test examples share no prompt; K={config.sampling.n_subsets} subsets of "
         f"{config.sampling.subset_size}, {config.sampling.n_test} test examples.",
-        "Group score: AirRep uses attention pooling (airrep) or the mean (airrep_mean); every "
-        "other method sums its per-example scores.",
+        "Group score: airrep uses its encoder's rule (attention pooling, or for a hybrid encoder "
+        "the sum of its hybrid scores, z-scored dot + λ·BM25, as the group score column says); "
+        "airrep_mean is the embedding alone with mean pooling; every other method sums its "
+        "per-example scores.",
         "Time: fit (featurise the pool) + score (the test examples), summed over the sets, on "
         "this machine; for throughput at scale see benchmarks/attribution_speed.py.",
     ]
