@@ -179,8 +179,8 @@ def time_airrep(examples: Sequence[Example], lexical_weight: float = 0.0) -> Tim
         max_length=MAX_LENGTH,
         projection_init="identity",
         normalize=True,
-        lexical_weight=lexical_weight,
     )
+    encoder.lexical_weight = lexical_weight
     encoder.encode_examples(examples[:8], precision="auto")  # warm-up
     attributor = AirRepAttributor(encoder, "attention", batch_size=32, precision="auto")
     started = time.perf_counter()
