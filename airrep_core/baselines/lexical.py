@@ -8,6 +8,7 @@ words occur in every document and get the lowest IDF.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -133,7 +134,10 @@ class Bm25Attributor(Attributor):
 
 def _import_bm25s():
     """bm25s, imported on first use: it loads numba/llvmlite, whose objects break vLLM's kernel
-    registration (vllm.triton_utils.dispatcher) in any process that later starts a vLLM engine."""
+    registration (vllm.triton_utils.dispatcher) in any process that later starts a vLLM engine.
+    Its logger announces every index build at DEBUG, which a DEBUG root handler (Prefect's)
+    prints once per fit: only its warnings are kept."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
