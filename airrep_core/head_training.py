@@ -33,7 +33,8 @@ from torch import nn
 
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.encoder import AirRepEncoder
-from airrep_core.encoder_training import ProgressCallback, TrainProgress, TrainResult
+from airrep_core.encoder_training import ProgressCallback, TokenCache, TrainProgress, TrainResult
+from airrep_core.evaluation.lds_eval import subset_indices
 from airrep_core.examples import Example
 from airrep_core.hybrid import hybrid_group_scores, lexical_index
 from airrep_core.labels import SplitLabels, normalise_losses
@@ -66,10 +67,9 @@ class FeatureSplit:
 
 @dataclass
 class HeadTrainResult:
-    """The best projection state (by validation LDS, or the last without validation), the step
-    it was reached at (0 = the start) and the run's history."""
+    """The step of the best projection (by validation LDS; 0 = the start; None without
+    validation, when the projection keeps its last state) and the run's history."""
 
-    state: dict[str, torch.Tensor]
     best_step: int | None
     best_validation: dict[str, float] | None
     history: list[dict] = field(default_factory=list)
@@ -154,9 +154,7 @@ def choose_lexical_weight(
     totals = {0.0: 0.0, **{float(w): 0.0 for w in config.lexical_weights}}
     for split in splits:
         n = min(config.validation_max_targets, len(split.target_ids))
-        pool = sorted({m for members in split.subset_members for m in members})
-        position = {m: k for k, m in enumerate(pool)}
-        membership = [[position[m] for m in members] for members in split.subset_members]
+        pool, membership = split_pool(split)
         targets = embeddings[[row_of[t] for t in split.target_ids[:n]]]
         pool_embeddings = embeddings[[row_of[m] for m in pool]]
         losses = split.losses[:, :n].T
@@ -174,6 +172,13 @@ def choose_lexical_weight(
     return {"chosen": chosen, **{f"{w:g}": v for w, v in means.items()}}
 
 
+def split_pool(split: SplitLabels) -> tuple[list[str], list[np.ndarray]]:
+    """A split's pool (every subset member, sorted by id) and each subset's int64 index array
+    into it (``lds_eval.subset_indices``)."""
+    pool = sorted({m for members in split.subset_members for m in members})
+    return pool, subset_indices(pool, split.subset_members)
+
+
 def pooled_features(
     encoder: AirRepEncoder,
     examples: Mapping[str, Example],
@@ -182,14 +187,8 @@ def pooled_features(
 ) -> np.ndarray:
     """``(len(example_ids), d)`` float32 backbone features (before the projection) of the
     examples in the encoder text format; ids must be distinct and present in ``examples``."""
-    unknown = [i for i in example_ids if i not in examples]
-    if unknown:
-        raise ValueError(
-            f"example id(s) {unknown[:5]} not found in the examples ({len(unknown)} missing)"
-        )
-    texts = [encoder.example_text(examples[i]) for i in example_ids]
     return encoder.encode_token_ids(
-        encoder.tokenize(texts),
+        TokenCache(encoder, examples).get(example_ids, "backbone features"),
         config.encode_batch_size,
         precision=config.precision,
         pooled_only=True,
@@ -279,7 +278,9 @@ def train_projection(
         projection.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     rng = np.random.default_rng(config.seed)
-    normalised = [normalise_losses(s.losses, config.label_clip) for s in train_splits]
+    normalised = [
+        normalise_losses(s.losses, config.label_clip) for s in train_splits if config.steps
+    ]
     total_steps = config.teacher_steps + config.steps
     history: list[dict] = []
     best_step: int | None = None
@@ -354,9 +355,7 @@ def train_projection(
     )
     if validation_splits:
         projection.load_state_dict(best_state)
-    else:
-        best_state = {k: v.detach().clone() for k, v in projection.state_dict().items()}
-    return HeadTrainResult(best_state, best_step, best_validation, history)
+    return HeadTrainResult(best_step, best_validation, history)
 
 
 def _label_batch(

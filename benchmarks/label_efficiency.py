@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from airrep_core.baselines import build_attributor
 from airrep_core.baselines.interface import sum_group_scores
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.evaluation import EvaluationConfig
@@ -55,9 +54,10 @@ from airrep_core.head_training import (
     feature_splits,
     pooled_features,
     split_example_ids,
+    split_pool,
     train_projection,
 )
-from airrep_core.hybrid import hybrid_group_scores
+from airrep_core.hybrid import hybrid_group_scores, lexical_index
 from airrep_core.labels import SplitLabels
 from airrep_core.scoring import group_scores
 from airrep_core.teacher import TeacherScores, fuse_scores, teacher_ids
@@ -97,7 +97,7 @@ class Row:
     subsets: int | None = None
 
 
-def ablation_rows(steps: int) -> list[Row]:
+def ablation_rows() -> list[Row]:
     """Each lever on and off (the default recipe is the 'identity + teacher + labels' row)."""
     return [
         Row("backbone (identity start, step 0)", "start", {"steps": 0}),
@@ -142,14 +142,6 @@ def cached_features(
     np.save(tmp, features)
     tmp.replace(path)
     return features
-
-
-def bm25_matrix(split: SplitLabels, examples: Mapping[str, Example]) -> tuple[np.ndarray, list]:
-    """BM25 scores ``(n_targets, n_pool)`` of a split's targets over its pool, and the pool."""
-    pool = sorted({m for members in split.subset_members for m in members})
-    bm25 = build_attributor("bm25", "mini")
-    bm25.fit([examples[i] for i in pool])
-    return bm25.score([examples[i] for i in split.target_ids]), pool
 
 
 @dataclass
@@ -218,21 +210,26 @@ def prepare(args: argparse.Namespace) -> Context:
     row_of = {i: k for k, i in enumerate(ids)}
 
     n_val = config.validation_max_targets
+    words = config.lexical_prompt_words
     (held_fs,) = feature_splits([held], row_of)
     validation = _targets(held_fs, slice(0, n_val))
     sets = {
-        "validation": _scored("validation", validation, held, slice(0, n_val), examples),
+        "validation": _scored(
+            "validation", validation, held, slice(0, n_val), examples, row_of, words
+        ),
         "held-out test": _scored(
             "held-out test",
             _targets(held_fs, slice(n_val, None)),
             held,
             slice(n_val, None),
             examples,
+            row_of,
+            words,
         ),
     }
     for name, truth in truths.items():
         (fs,) = feature_splits([truth.labels], row_of)
-        sets[name] = _scored(name, fs, truth.labels, slice(None), examples)
+        sets[name] = _scored(name, fs, truth.labels, slice(None), examples, row_of, words)
 
     train_fs = feature_splits(train_splits, row_of)
     return Context(config, features, row_of, train_fs, validation, sets, per_method, held, examples)
@@ -240,7 +237,7 @@ def prepare(args: argparse.Namespace) -> Context:
 
 def run(args: argparse.Namespace) -> None:
     ctx = prepare(args)
-    rows = ablation_rows(ctx.config.steps) + budget_rows(args.budgets)
+    rows = ablation_rows() + budget_rows(args.budgets)
     results = []
     for row in rows:
         overrides = {"teacher_steps": args.teacher_steps if row.teacher else 0, **row.overrides}
@@ -285,7 +282,7 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
     result = train_projection(
         projection,
         features,
-        subsets if run_config.steps else train_fs,
+        subsets,
         run_config,
         validation_splits=[validation],
         teacher=TeacherBatches(fused, row_of) if fused is not None else None,
@@ -332,33 +329,31 @@ def _first_subsets(split: FeatureSplit, n: int) -> FeatureSplit:
 
 
 def _scored(
-    name: str, fs: FeatureSplit, labels_split: SplitLabels, which: slice, examples
+    name: str,
+    fs: FeatureSplit,
+    labels_split: SplitLabels,
+    which: slice,
+    examples: Mapping[str, Example],
+    row_of: Mapping[str, int],
+    prompt_words: int,
 ) -> Scored:
-    """A set's features and losses, with its hybrid group scorer for every lexical weight."""
-    bm25, pool = bm25_matrix(labels_split, examples)
-    bm25 = bm25[which]
-    position = {m: k for k, m in enumerate(pool)}
-    membership = [[position[m] for m in members] for members in labels_split.subset_members]
-    pool_rows = _pool_rows(fs, labels_split, pool)
+    """A set's features and losses, BM25 alone, and its hybrid group scorer by weight (BM25 as
+    the encoder's hybrid uses it, ``lexical_index``, fitted on the split's pool)."""
+    pool, membership = split_pool(labels_split)
+    bm25 = lexical_index(prompt_words)
+    bm25.fit([examples[i] for i in pool])
+    lexical = bm25.score([examples[i] for i in labels_split.target_ids])[which]
+    pool_rows = np.asarray([row_of[m] for m in pool], dtype=np.int64)
 
     def hybrid(weight: float):
         def groups(embeddings: np.ndarray) -> np.ndarray:
             encoder_scores = embeddings[fs.targets] @ embeddings[pool_rows].T
-            return hybrid_group_scores(encoder_scores, bm25, membership, weight)
+            return hybrid_group_scores(encoder_scores, lexical, membership, weight)
 
         return groups
 
-    alone = lds_of(sum_group_scores(bm25, [np.asarray(m) for m in membership]), fs.losses)
+    alone = lds_of(sum_group_scores(lexical, membership), fs.losses)
     return Scored(name, fs, hybrid, fs.losses, (alone.mean, alone.stderr))
-
-
-def _pool_rows(fs: FeatureSplit, labels_split: SplitLabels, pool: list[str]) -> np.ndarray:
-    """Feature rows of ``pool`` (in its order), read off the split's membership."""
-    row = {}
-    for j, members in enumerate(labels_split.subset_members):
-        for k, m in enumerate(members):
-            row[m] = int(fs.membership[j, k])
-    return np.asarray([row[m] for m in pool], dtype=np.int64)
 
 
 def render_tables(results: list[dict], sets: Mapping[str, Scored], command: str) -> str:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from airrep_core.attribution import AttributionIndex, ExampleEncoder, SelectedExample
 from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
 from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import MAX_PROMPT_WORDS, Example, encoder_text
+from airrep_core.examples import MAX_PROMPT_WORDS, encoder_text
 from airrep_core.hybrid import lexical_index
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples
@@ -41,6 +41,7 @@ from storage.embedding_store import (
 from storage.errors import ArtifactNotFound
 from storage.formats import FieldMapping
 from tasks.encoder import ENCODER_STAGE, load_encoder
+from tasks.labels import load_corpus
 from tasks.references import StepRef
 
 MIN_KEY_PREFIX = 6
@@ -179,12 +180,9 @@ def open_index(
     encoder = encoder or load_encoder(store, encoder_ref)
     lexical = None
     if encoder.lexical_weight > 0:  # a hybrid encoder: BM25 over the same rows, in their order
-        by_id = {
-            row["example_id"]: Example(row["example_id"], row["prompt"], row["response"])
-            for row in read_examples(store, dataset_version).to_pylist()
-        }
+        examples = load_corpus(store, dataset_version).examples
         lexical = lexical_index(encoder.lexical_prompt_words)
-        lexical.fit([by_id[str(i)] for i in matrix.example_ids])
+        lexical.fit([examples[str(i)] for i in matrix.example_ids])
     index = AttributionIndex(
         encoder,
         matrix.embeddings,

@@ -155,7 +155,7 @@ def score_method(
             "stderr": lds.stderr,
             "n_targets": n_targets,
             "n_subsets": n_subsets,
-            "group_rule": getattr(attributor, "group_rule", group_rule(method)),
+            "group_rule": attributor.group_rule,
             "fit_seconds": round(result.fit_seconds, 3),
             "score_seconds": round(result.score_seconds, 3),
             "n_train": result.n_train,

@@ -16,6 +16,9 @@ import numpy as np
 from airrep_core.errors import AirRepError
 from airrep_core.examples import Example
 
+SUM_RULE = "sum of per-example scores"
+"""The group rule of every method but AirRep (DESIGN.md §3, LDS)."""
+
 
 class NotFittedError(AirRepError, RuntimeError):
     """``score`` was called before ``fit``."""
@@ -72,6 +75,11 @@ class Attributor(abc.ABC):
         if self._num_train is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted")
         return self._num_train
+
+    @property
+    def group_rule(self) -> str:
+        """How ``group_score`` forms a subset score (for reports)."""
+        return SUM_RULE
 
     def group_score(self, scores: np.ndarray, subsets: Sequence[np.ndarray]) -> np.ndarray:
         """Subset scores ``(n_query, n_subsets)`` float32: the **sum** of per-example scores.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from airrep_core.baselines.interface import Attributor
+from airrep_core.baselines.interface import SUM_RULE, Attributor
 from airrep_core.examples import Example
 from airrep_core.metrics import per_target_spearman
 
@@ -31,7 +31,6 @@ GROUP_RULES = {
     "airrep": "attention pooling: Σ softmax(abs s)·s",
     "airrep_mean": "mean of per-example scores",
 }
-SUM_RULE = "sum of per-example scores"
 
 
 def group_rule(method: str) -> str:
