@@ -211,7 +211,11 @@ class AttributionIndex:
             self._row_of = {e: i for i, e in enumerate(self.example_ids.tolist())}
         unknown = [e for e in example_ids if e not in self._row_of]
         if unknown:
-            raise KeyError(f"{source}: {len(unknown)} id(s) not in the store (e.g. {unknown[:5]})")
+            raise KeyError(
+                f"{source}: {len(unknown)} id(s) not in the store (e.g. {unknown[:5]}); the store "
+                "holds the dataset's example ids: the data's `id` field, the field named by "
+                "--id-field at import, else content hashes"
+            )
         return np.asarray([self._row_of[e] for e in example_ids], dtype=np.int64)
 
     def embed(self, queries: Sequence[Example], source: str = "queries") -> np.ndarray:

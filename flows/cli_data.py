@@ -24,6 +24,7 @@ from rich.table import Table
 from flows.events import DATASET_UPDATED, emit_dataset_updated
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
+    NAME_MAX_LENGTH,
     DatasetVersion,
     dataset_versions,
     find_version,
@@ -33,9 +34,9 @@ from storage.datasets import (
     read_examples,
 )
 from storage.errors import StorageError
-from storage.formats import FieldMapping
 from storage.root import default_root_uri
 from storage.sample_data import SAMPLE_DATASETS, sample_data_dir
+from storage.shapes import FieldMapping, detection_rules_text
 
 data_app = typer.Typer(help="Import instruction data into versioned datasets and inspect them.")
 console = Console()
@@ -86,14 +87,30 @@ def _import_with_bar(
 
 def _summary(version: DatasetVersion, seconds: float) -> str:
     state = "new version" if version.created else "unchanged (version exists)"
+    uncountable = sum(entry["uncountable"] for entry in version.skip_report)
+    rest = f" (+ the unreadable rest of {uncountable} file(s))" if uncountable else ""
     return (
         f"{version.name} {version.short_version}: {version.rows:,} rows, "
-        f"{version.duplicates_dropped:,} duplicates dropped, {version.skipped:,} invalid skipped; "
-        f"{state} [{seconds:.1f}s]"
+        f"{version.duplicates_dropped:,} duplicates dropped, "
+        f"{version.skipped:,} invalid skipped{rest}; {state} [{seconds:.1f}s]"
     )
 
 
-@data_app.command("import")
+IMPORT_HELP = "\n\n".join(
+    [
+        "Import PATH... as dataset NAME (format auto-detected unless the fields are named).",
+        f"NAME: 1-{NAME_MAX_LENGTH} ASCII letters, digits, '_' or '-', starting with a letter or "
+        "digit. Text files are UTF-8, with or without a byte-order mark. All files of one import "
+        "must have the same shape. --skip-invalid counts every input record lost (a malformed "
+        "JSON array loses its whole file) and keeps the report with the version (data show).",
+        "Detection rules, one table (shape: the first rule whose fields a file's first "
+        "recognisable record has; id: applied to each record that has the field):",
+        detection_rules_text(),
+    ]
+)
+
+
+@data_app.command("import", help=IMPORT_HELP)
 def import_command(
     paths: Annotated[
         list[Path], typer.Argument(help="Files or folders (JSONL, JSON, gz, CSV, Parquet).")
@@ -111,7 +128,6 @@ def import_command(
     ] = False,
     root: RootOption = None,
 ) -> None:
-    """Import PATH... as dataset NAME (format auto-detected unless the fields are named)."""
     with _clear_errors():
         mapping = FieldMapping(tuple(prompt_field or ()), response_field, id_field, group_field)
         store = _store(root)
@@ -193,6 +209,8 @@ def show_command(
                 mark,
             )
         console.print(versions)
+        if chosen.skip_report:
+            console.print(_skip_table(chosen))
         examples = read_examples(store, chosen)
         counts = examples.group_by(["source", "group"]).aggregate([("example_id", "count")])
         groups = Table(title=f"{name} {chosen.short_version}: {examples.num_rows:,} rows")
@@ -214,6 +232,17 @@ def show_command(
                 _clip(record["response"]),
             )
         console.print(sample)
+
+
+def _skip_table(version: DatasetVersion) -> Table:
+    """The skip report of ``version`` by file: records lost, problems and the first problem."""
+    table = Table(title=f"skipped in {version.short_version}: {version.skipped:,} records lost")
+    for column in ("file", "records lost", "problems", "first problem"):
+        table.add_column(column, overflow="fold")
+    for entry in version.skip_report:
+        lost = f"{entry['records']:,}" + (" + unreadable rest" if entry["uncountable"] else "")
+        table.add_row(entry["file"], lost, f"{entry['problems']:,}", _clip(entry["first"]))
+    return table
 
 
 def _clip(text: str, limit: int = 160) -> str:

@@ -37,10 +37,17 @@ from airrep_core.config.encoder import POOLINGS
 from airrep_core.errors import AirRepError
 from airrep_core.examples import Example
 from storage.artifacts import ArtifactStore
-from storage.datasets import DatasetVersion, find_version, latest_version, read_examples
+from storage.datasets import (
+    DatasetVersion,
+    find_version,
+    latest_version,
+    read_examples,
+    validate_dataset_name,
+)
 from storage.errors import DataValidationError, StorageError
-from storage.formats import file_stem, input_files, make_extractor, read_records
+from storage.formats import file_stem, input_files, read_records
 from storage.root import default_root_uri
+from storage.shapes import file_rows
 from tasks.embeddings import open_index, refresh_embeddings, resolve_encoder, write_selection
 
 OUTPUT_FORMATS = ("table", "jsonl", "parquet")
@@ -106,16 +113,12 @@ def read_queries(path: Path) -> list[Example]:
     file holds no query.
     """
     queries: list[Example] = []
-    extract = None
     for file in input_files([path]):
-        for item in read_records(file):
-            if isinstance(item, DataValidationError):
-                raise item
-            if extract is None:
-                _, extract = make_extractor(item, None)
-            for row in extract(item):
-                example_id = row.example_id or f"{file_stem(row.file)}:{row.row}"
-                queries.append(Example(example_id, row.prompt, row.response, "query", row.group))
+        for row in file_rows(read_records(file), None).items:
+            if isinstance(row, DataValidationError):
+                raise row
+            example_id = row.example_id or f"{file_stem(row.file)}:{row.row}"
+            queries.append(Example(example_id, row.prompt, row.response, "query", row.group))
     if not queries:
         raise ValueError(f"{path}: no queries in the file")
     return queries
@@ -327,6 +330,8 @@ def select_command(
 ) -> None:
     """Select BUDGET pool examples for a target task (best rank over its examples, round-robin)."""
     with _clear_errors():
+        if import_as is not None:
+            validate_dataset_name(import_as)  # before anything is read or written
         store = _store(root)
         target_list = read_queries(target)
         encoder_ref = resolve_encoder(store, encoder)

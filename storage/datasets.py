@@ -5,10 +5,14 @@ sha256 of the examples table's content (every row's example_id, prompt, response
 content_hash, in order). Importing identical content again publishes nothing (``created=False``);
 changed content publishes a new version and keeps the old ones.
 
-Artifact files: ``examples.parquet`` (schema ``examples``) and, when rows were skipped,
-``skipped.jsonl`` (one ``{"file", "line", "field", "reason"}`` per skipped row). The manifest's
-metadata has the row count, the detected format, the input files, the skip count and the
-duplicate report.
+Names: 1 to 64 ASCII letters, digits, ``_`` or ``-``, starting with a letter or digit
+(:func:`validate_dataset_name`, checked before anything is read or written).
+
+Artifact files: ``examples.parquet`` (schema ``examples``) and, when problems were skipped,
+``skipped.jsonl`` (one ``{"file", "line", "field", "reason", "records"}`` per problem, ``records``
+being the input records it lost). The manifest's metadata has the row count, the detected
+format, the input files, the count of records lost (``skipped``), the per-file skip report
+(``skip_report``, see :func:`skip_report`) and the duplicate report.
 
 Example ids: the data's own ids where it has them (Dolly's ``id``; or ``id_field``), else the first
 16 hex digits of the content hash, suffixed ``-2``, ``-3``, ... in file order if taken.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,17 +39,31 @@ import pyarrow as pa
 
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.errors import ArtifactNotFound, DataValidationError, FormatDetectionError
-from storage.formats import FieldMapping, ParsedRow, input_files, make_extractor, read_records
+from storage.formats import input_files, read_records
 from storage.schemas import table_schema
+from storage.shapes import FieldMapping, ParsedRow, file_rows
 from storage.tables import read_table, write_table
 
 DATASET_STAGE = "datasets"
 EXAMPLES_FILE = "examples.parquet"
 SKIPPED_FILE = "skipped.jsonl"
 DUPLICATE_EXAMPLES_REPORTED = 5
+NAME_MAX_LENGTH = 64
+NAME_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{NAME_MAX_LENGTH - 1}}}", re.ASCII)
 
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(files_done, files_total, current_file_name)``, called after each input file."""
+
+
+def validate_dataset_name(name: str) -> str:
+    """``name`` when it is a valid dataset name (see the module docstring); ``ValueError`` else."""
+    if not NAME_PATTERN.fullmatch(name):
+        shown = name if len(name) <= 80 else f"{name[:40]}...({len(name)} characters)"
+        raise ValueError(
+            f"invalid dataset name {shown!r}: use 1-{NAME_MAX_LENGTH} ASCII letters, digits, '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
 
 
 def content_hash(prompt: str, response: str) -> str:
@@ -81,8 +100,14 @@ class DatasetVersion:
 
     @property
     def skipped(self) -> int:
-        """Invalid rows skipped (``skip_invalid=True``); their report is ``skipped.jsonl``."""
+        """Input records lost to skipped problems (``skip_invalid=True``), file-level problems
+        included; the per-problem report is ``skipped.jsonl``."""
         return self.ref.metadata["skipped"]
+
+    @property
+    def skip_report(self) -> list[dict[str, Any]]:
+        """The per-file skip report (:func:`skip_report`; empty for versions without one)."""
+        return self.ref.metadata.get("skip_report", [])
 
     @property
     def created_at(self) -> str:
@@ -104,10 +129,10 @@ def import_dataset(
 
     Raises ``DataValidationError`` (file, line, field) on the first bad record, publishing nothing;
     with ``skip_invalid`` bad records are left out and listed in ``skipped.jsonl``. A dataset with
-    no valid row is an error either way.
+    no valid row is an error either way (naming the first problem and the records lost). Files of
+    different shapes raise ``FormatDetectionError`` naming both files and their shapes.
     """
-    if not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"dataset name {name!r} must be non-empty [A-Za-z0-9_-]")
+    validate_dataset_name(name)
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     files = input_files(paths)
@@ -115,7 +140,7 @@ def import_dataset(
     id_name = mapping.id_field if mapping and mapping.id_field else "id"
     rows, duplicates = _assign_ids(parsed, skipped, id_name, skip_invalid, keep_duplicates)
     if not rows:
-        raise DataValidationError(str(files[0]), None, None, "no valid rows in the input")
+        raise _no_valid_rows(skipped)
     table = _examples_table(rows, name)
     metadata = {
         "format": format_name,
@@ -139,8 +164,10 @@ def publish_examples(
 
     The version is the table's content hash: identical content publishes nothing new
     (``created=False``). ``metadata`` goes into the manifest beside ``name``, ``rows`` and
-    ``skipped``; ``skipped`` rows are listed in ``skipped.jsonl``.
+    ``skipped``; ``skipped`` problems are listed in ``skipped.jsonl`` and summarised by file in
+    ``skip_report``. Raises ``ValueError`` for an invalid name before writing anything.
     """
+    validate_dataset_name(name)
     version = table_version(table)
     import_id = uuid.uuid4().hex
     manifest_metadata = {
@@ -148,7 +175,8 @@ def publish_examples(
         "rows": table.num_rows,
         "duplicates": {"dropped": 0, "examples": []},
         **metadata,
-        "skipped": len(skipped),
+        "skipped": sum(e.records or 0 for e in skipped),
+        "skip_report": skip_report(skipped),
         "import_id": import_id,
     }
 
@@ -180,25 +208,79 @@ def _parse_files(
     skip_invalid: bool,
     progress: ProgressCallback | None,
 ) -> tuple[list[ParsedRow], list[DataValidationError], str | None]:
+    """(rows, skipped problems, shape name) of ``files``, which must all have one shape."""
     parsed: list[ParsedRow] = []
     skipped: list[DataValidationError] = []
-    extract = None
-    format_name = None
+    first: tuple[Path, str, tuple[str, ...]] | None = None  # (file, shape, its fields)
     for done, path in enumerate(files, 1):
-        for item in read_records(path):
-            try:
-                if isinstance(item, DataValidationError):
+        found = file_rows(read_records(path), mapping)
+        if found.shape is not None:
+            shape = (path, found.shape.name, found.shape.fields)
+            first = first or shape
+            if shape[1] != first[1]:
+                raise _mixed_shapes(first, shape)
+        for item in found.items:
+            if isinstance(item, DataValidationError):
+                if not skip_invalid:
                     raise item
-                if extract is None:
-                    format_name, extract = make_extractor(item, mapping)
-                parsed.extend(extract(item))
-            except DataValidationError as e:
-                if not skip_invalid or isinstance(e, FormatDetectionError):
-                    raise
-                skipped.append(e)
+                skipped.append(item)
+            else:
+                parsed.append(item)
         if progress is not None:
             progress(done, len(files), path.name)
-    return parsed, skipped, format_name
+    return parsed, skipped, first[1] if first else None
+
+
+def _mixed_shapes(
+    first: tuple[Path, str, tuple[str, ...]], other: tuple[Path, str, tuple[str, ...]]
+) -> FormatDetectionError:
+    def described(shape: tuple[Path, str, tuple[str, ...]]) -> str:
+        return f"{shape[0]} is {shape[1]} ({', '.join(shape[2])})"
+
+    return FormatDetectionError(
+        str(other[0]),
+        None,
+        None,
+        f"mixed formats: {described(first)}, {described(other)}; import them as separate datasets",
+    )
+
+
+def skip_report(skipped: Sequence[DataValidationError]) -> list[dict[str, Any]]:
+    """Skipped problems by file, in file order: ``{"file", "problems", "records", "uncountable",
+    "first"}`` (``records``: input records lost, counted; ``uncountable``: whether a file-level
+    problem lost a rest that cannot be counted; ``first``: the first problem, one line)."""
+    by_file: dict[str, dict[str, Any]] = {}
+    for error in skipped:
+        where = f"row {error.row}: " if error.row is not None else ""
+        if error.field is not None:
+            where += f"field {error.field!r}: "
+        entry = by_file.setdefault(
+            error.file,
+            {
+                "file": error.file,
+                "problems": 0,
+                "records": 0,
+                "uncountable": False,
+                "first": f"{where}{error.message}",
+            },
+        )
+        entry["problems"] += 1
+        entry["records"] += error.records or 0
+        entry["uncountable"] = entry["uncountable"] or error.records is None
+    return list(by_file.values())
+
+
+def _no_valid_rows(skipped: Sequence[DataValidationError]) -> DataValidationError:
+    """The error of an import without a valid row: its first problem, with the totals."""
+    first = skipped[0]
+    lost = sum(e.records or 0 for e in skipped)
+    return DataValidationError(
+        first.file,
+        first.row,
+        first.field,
+        f"{first.message} (no valid rows in the input: {lost:,} record(s) lost in "
+        f"{len(skipped):,} problem(s); this is the first)",
+    )
 
 
 def _assign_ids(

@@ -1,53 +1,34 @@
-"""Reading instruction data files and mapping their fields to (prompt, response, id, group).
+"""Reading instruction data files into raw records (how records become rows: ``storage.shapes``).
 
 Files: JSONL (``.jsonl``, ``.ndjson``), JSON arrays (``.json``), gzip of either (``.gz``), CSV
 (``.csv``, ``.csv.gz``), Parquet (``.parquet``); a folder means its data files, sorted by name.
+Text is UTF-8, with or without a byte-order mark.
 
-Record formats, auto-detected from the first record's fields unless a :class:`FieldMapping`
-names the fields:
-
-=================  =========================  ==============================================
-format             fields                     mapping
-=================  =========================  ==============================================
-``chat``           ``messages``               prompt = turns before the last assistant
-                                              message ("Human: ...\\n\\nAssistant: ..."),
-                                              response = the last assistant message
-``hh_rlhf``        ``chosen``, ``rejected``   two rows per record, groups ``chosen`` /
-                                              ``rejected``: prompt = transcript before the last
-                                              ``\\n\\nAssistant:``, response = that last turn
-``p3``             ``prompt``, ``completion``  response without the trailing ``<|endoftext|>``;
-                                              group = file name without ``.jsonl``
-``prompt_response``  ``prompt``, ``response``
-``dolly``          ``instruction``, ``text``  id = ``id`` when present; ``decoded`` ignored
-``alpaca``         ``instruction``, ``output``  prompt = instruction + "\\n\\n" + ``input``
-                                              when ``input`` is non-empty
-``gsm8k``          ``question``, ``answer``
-=================  =========================  ==============================================
-
-Every text value must be a string and not blank; violations raise (or, when skipping, report)
-:class:`~storage.errors.DataValidationError` naming the file, the 1-based line (JSONL, CSV) or
-row (JSON array, Parquet), and the field.
+Problems are yielded as :class:`~storage.errors.DataValidationError` values naming the file and
+the 1-based line (JSONL, CSV) or row (JSON array, Parquet); each carries ``records``, how many
+input records it loses (one for a bad line; a file-level problem counts the file's records where
+they can be counted, ``None`` where they cannot).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import gzip
 import io
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from storage.errors import DataValidationError, FormatDetectionError
+from storage.errors import DataValidationError
 
-P3_END_OF_TEXT = "<|endoftext|>"
-HH_ASSISTANT_TURN = "\n\nAssistant:"
 DATA_SUFFIXES = (
     ".jsonl",
     ".ndjson",
@@ -59,7 +40,6 @@ DATA_SUFFIXES = (
     ".json.gz",
     ".csv.gz",
 )
-CHAT_ROLE_LABELS = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
 
 
 @dataclass(frozen=True)
@@ -71,86 +51,50 @@ class RawRecord:
     data: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class ParsedRow:
-    """One example read from a record (``example_id`` is the given id, ``None`` if there is none)."""
-
-    file: str
-    row: int
-    prompt: str
-    response: str
-    example_id: str | None = None
-    group: str | None = None
-
-
-@dataclass(frozen=True)
-class FieldMapping:
-    """Explicit field names; unset parts come from the auto-detected format.
-
-    ``prompt_fields``: one or more fields joined by a blank line (empty extra fields are left
-    out); ``response_field``: the response. Give both or neither. ``id_field``/``group_field``
-    override the format's id and group.
-    """
-
-    prompt_fields: tuple[str, ...] = ()
-    response_field: str | None = None
-    id_field: str | None = None
-    group_field: str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.prompt_fields, str):
-            object.__setattr__(self, "prompt_fields", (self.prompt_fields,))
-        if bool(self.prompt_fields) != bool(self.response_field):
-            raise ValueError(
-                "give both prompt_fields and response_field, or neither "
-                f"(got prompt_fields={self.prompt_fields!r}, response_field={self.response_field!r})"
-            )
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (for manifests)."""
-        return {
-            "prompt_fields": list(self.prompt_fields),
-            "response_field": self.response_field,
-            "id_field": self.id_field,
-            "group_field": self.group_field,
-        }
-
-
-@dataclass(frozen=True)
-class RecordFormat:
-    """A record layout: the fields that identify it and its row extractor."""
-
-    name: str
-    fields: tuple[str, ...]
-    extract: Callable[[RawRecord], list[ParsedRow]] = field(repr=False)
-
-
 # ---- files -----------------------------------------------------------------------------------
 
 
 def input_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """The data files named by ``paths`` (folders expanded to their data files, sorted).
 
-    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` for an unsupported suffix or
-    a folder without data files.
+    Raises ``FileNotFoundError`` for a missing path and ``ValueError`` for a path that is neither
+    a regular file nor a folder (a FIFO, a device), an unsupported suffix or a folder without
+    data files.
     """
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no such file or folder: {path}") from None
+        if stat.S_ISDIR(mode):
             found = sorted(p for p in path.iterdir() if p.is_file() and _is_data_file(p))
             if not found:
                 raise ValueError(f"folder {path} has no data files ({', '.join(DATA_SUFFIXES)})")
             files.extend(found)
-        elif path.is_file():
+        elif stat.S_ISREG(mode):
             if not _is_data_file(path):
                 raise ValueError(f"unsupported file type {path.name!r}; allowed: {DATA_SUFFIXES}")
             files.append(path)
         else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
+            raise ValueError(
+                f"not a regular file or folder: {path} is {_file_kind(mode)}; "
+                "give data files or folders"
+            )
     if not files:
         raise ValueError("no input files given")
     return files
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def _is_data_file(path: Path) -> bool:
@@ -171,8 +115,9 @@ def read_records(path: Path) -> Iterator[RawRecord | DataValidationError]:
     """The records of one file, in order; problems are yielded as ``DataValidationError`` values.
 
     A bad line (malformed JSON, not UTF-8, not an object) yields an error and reading goes on; a
-    file-level problem (empty file, unreadable gzip/Parquet, malformed JSON array) yields one
-    error and ends the file.
+    file-level problem (unreadable gzip/Parquet, malformed JSON array, a JSON or CSV document
+    that is not UTF-8) yields one error, counting the records it loses, and ends the file. A
+    file with no record and no problem yields an "empty file" error (0 records lost).
     """
     name = path.name.removesuffix(".gz")
     if name.endswith((".jsonl", ".ndjson")):
@@ -185,40 +130,42 @@ def read_records(path: Path) -> Iterator[RawRecord | DataValidationError]:
         reader = _parquet_records
     else:
         raise ValueError(f"unsupported file type {path.name!r}; allowed: {DATA_SUFFIXES}")
-    count, last_row = 0, 0
+    items, last_row = 0, 0
     try:
         for item in reader(path):
+            items += 1
             if isinstance(item, RawRecord):
-                count += 1
                 last_row = item.row
             yield item
     except (OSError, EOFError, ValueError) as e:  # gzip/Parquet corruption, I/O errors
-        yield DataValidationError(str(path), last_row + 1, None, f"unreadable file: {e}")
+        yield DataValidationError(
+            str(path),
+            last_row + 1,
+            None,
+            f"unreadable file: {e}; the rest of the file is lost (not countable)",
+            records=None,
+        )
         return
-    if count == 0:
-        yield DataValidationError(str(path), None, None, "empty file: no records")
+    if items == 0:
+        yield DataValidationError(str(path), None, None, "empty file: no records", records=0)
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def _decode(raw: bytes, file: str, row: int) -> str | DataValidationError:
+def _decode(raw: bytes, file: str, row: int | None) -> str | DataValidationError:
+    """``raw`` as UTF-8 without a leading byte-order mark (of the file, or of a line in
+    concatenated JSONL); a bad byte gives an error at ``row`` (``None``: the line of the bad byte
+    in a whole document)."""
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        return raw.decode("utf-8")
+        return raw[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
+        offset = e.start + bom
+        line = raw[:offset].count(b"\n") + 1 if row is None else row
         return DataValidationError(
-            file, row, None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})"
-        )
-
-
-def _decode_document(raw: bytes, file: str) -> str | DataValidationError:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        return DataValidationError(
-            file, line, None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})"
+            file, line, None, f"not valid UTF-8 (byte {raw[offset]:#04x} at offset {offset})"
         )
 
 
@@ -245,20 +192,32 @@ def _jsonl_records(path: Path) -> Iterator[RawRecord | DataValidationError]:
             yield RawRecord(file, line_no, data)
 
 
-def _json_array_records(path: Path) -> Iterator[RawRecord | DataValidationError]:
-    file = str(path)
+def _file_lost(error: DataValidationError, records: int) -> DataValidationError:
+    """``error`` as a file-level problem that loses the file's ``records`` records."""
+    message = f"{error.message}; all {records} record(s) of the file are lost"
+    return DataValidationError(error.file, error.row, error.field, message, records)
+
+
+def _read_document(path: Path) -> tuple[bytes, str | DataValidationError]:
+    """A whole file's bytes and its text (or the decoding error)."""
     with _open_binary(path) as f:
         raw = f.read()
-    text = _decode_document(raw, file)
+    return raw, _decode(raw, str(path), None)
+
+
+def _json_array_records(path: Path) -> Iterator[RawRecord | DataValidationError]:
+    file = str(path)
+    raw, text = _read_document(path)
     if isinstance(text, DataValidationError):
-        yield text
+        yield _file_lost(text, count_array_items(raw.decode("utf-8", errors="replace")))
         return
     if not text.strip():
         return
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        yield DataValidationError(file, e.lineno, None, f"malformed JSON: {e.msg}")
+        error = DataValidationError(file, e.lineno, None, f"malformed JSON: {e.msg}")
+        yield _file_lost(error, count_array_items(text))
         return
     if not isinstance(data, list):
         yield DataValidationError(
@@ -274,13 +233,41 @@ def _json_array_records(path: Path) -> Iterator[RawRecord | DataValidationError]
             )
 
 
+def count_array_items(text: str) -> int:
+    """How many values a JSON array document holds, counted even when it is malformed: the
+    values that start at nesting depth 1, outside strings (0 when it is not an array)."""
+    depth, count, in_string, escaped, expecting = 0, 0, False, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char.isspace():
+            continue
+        if depth == 1 and expecting and char not in ",]":
+            count, expecting = count + 1, False
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            expecting = depth == 1 and char == "["
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 1:
+            expecting = True
+    return count
+
+
 def _csv_records(path: Path) -> Iterator[RawRecord | DataValidationError]:
     file = str(path)
-    with _open_binary(path) as f:
-        raw = f.read()
-    text = _decode_document(raw, file)
+    raw, text = _read_document(path)
     if isinstance(text, DataValidationError):
-        yield text
+        lines = io.StringIO(raw.decode("utf-8", errors="replace"), newline="")
+        yield _file_lost(text, max(sum(1 for _ in csv.reader(lines)) - 1, 0))  # minus the header
         return
     reader = csv.DictReader(io.StringIO(text, newline=""))
     for record in reader:
@@ -291,221 +278,3 @@ def _parquet_records(path: Path) -> Iterator[RawRecord | DataValidationError]:
     file = str(path)
     for i, record in enumerate(pq.read_table(path).to_pylist(), 1):
         yield RawRecord(file, i, record)
-
-
-# ---- field values ----------------------------------------------------------------------------
-
-
-def text_field(record: RawRecord, name: str, *, allow_empty: bool = False) -> str:
-    """The string value of field ``name``; ``DataValidationError`` if missing, not a string or blank."""
-    if name not in record.data or record.data[name] is None:
-        raise DataValidationError(record.file, record.row, name, "missing field")
-    value = record.data[name]
-    if not isinstance(value, str):
-        raise DataValidationError(
-            record.file, record.row, name, f"expected a string, got {type(value).__name__}"
-        )
-    if not allow_empty and not value.strip():
-        raise DataValidationError(record.file, record.row, name, "empty value")
-    return value
-
-
-def id_field(record: RawRecord, name: str) -> str | None:
-    """A given id (string or integer) as a string; ``None`` when the record has none."""
-    value = record.data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise DataValidationError(
-            record.file,
-            record.row,
-            name,
-            f"expected a string or integer id, got {type(value).__name__}",
-        )
-    value = str(value)
-    if not value.strip():
-        raise DataValidationError(record.file, record.row, name, "empty id")
-    return value
-
-
-def group_field(record: RawRecord, name: str) -> str | None:
-    """An optional group label (string or integer) as a string."""
-    value = record.data.get(name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise DataValidationError(
-            record.file, record.row, name, f"expected a string group, got {type(value).__name__}"
-        )
-    return str(value)
-
-
-# ---- formats ---------------------------------------------------------------------------------
-
-
-def _row(record: RawRecord, prompt: str, response: str, **kw: str | None) -> ParsedRow:
-    return ParsedRow(record.file, record.row, prompt, response, **kw)
-
-
-def _p3(record: RawRecord) -> list[ParsedRow]:
-    response = text_field(record, "completion", allow_empty=True).removesuffix(P3_END_OF_TEXT)
-    if not response.strip():
-        raise DataValidationError(record.file, record.row, "completion", "empty value")
-    group = file_stem(record.file)
-    return [_row(record, text_field(record, "prompt"), response, group=group)]
-
-
-def split_transcript(record: RawRecord, name: str) -> tuple[str, str]:
-    """(prompt, response) of an HH-RLHF transcript: split at the last ``\\n\\nAssistant:``."""
-    transcript = text_field(record, name)
-    cut = transcript.rfind(HH_ASSISTANT_TURN)
-    if cut < 0:
-        raise DataValidationError(record.file, record.row, name, "no '\\n\\nAssistant:' turn")
-    prompt, response = transcript[:cut].strip(), transcript[cut + len(HH_ASSISTANT_TURN) :].strip()
-    if not prompt:
-        raise DataValidationError(
-            record.file, record.row, name, "empty prompt before the last turn"
-        )
-    if not response:
-        raise DataValidationError(record.file, record.row, name, "empty last assistant turn")
-    return prompt, response
-
-
-def _hh_rlhf(record: RawRecord) -> list[ParsedRow]:
-    rows = []
-    for name in ("chosen", "rejected"):
-        prompt, response = split_transcript(record, name)
-        rows.append(_row(record, prompt, response, group=name))
-    return rows
-
-
-def _chat(record: RawRecord) -> list[ParsedRow]:
-    messages = record.data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise DataValidationError(record.file, record.row, "messages", "expected a non-empty list")
-    turns = []
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise DataValidationError(record.file, record.row, where, "expected an object")
-        role, content = message.get("role"), message.get("content")
-        if not isinstance(role, str) or not isinstance(content, str):
-            raise DataValidationError(
-                record.file, record.row, where, "expected string 'role' and 'content'"
-            )
-        turns.append((role.lower(), content))
-    last = max((i for i, (role, _) in enumerate(turns) if role == "assistant"), default=-1)
-    if last < 0:
-        raise DataValidationError(record.file, record.row, "messages", "no assistant message")
-    prompt = "\n\n".join(
-        f"{CHAT_ROLE_LABELS.get(role, role.capitalize())}: {content}"
-        for role, content in turns[:last]
-    )
-    response = turns[last][1]
-    if not prompt.strip():
-        raise DataValidationError(record.file, record.row, "messages", "no turn before the answer")
-    if not response.strip():
-        raise DataValidationError(record.file, record.row, f"messages[{last}]", "empty value")
-    return [_row(record, prompt, response)]
-
-
-def _dolly(record: RawRecord) -> list[ParsedRow]:
-    return [
-        _row(
-            record,
-            text_field(record, "instruction"),
-            text_field(record, "text"),
-            example_id=id_field(record, "id"),
-        )
-    ]
-
-
-def _alpaca(record: RawRecord) -> list[ParsedRow]:
-    prompt = text_field(record, "instruction")
-    extra = text_field(record, "input", allow_empty=True) if "input" in record.data else ""
-    if extra.strip():
-        prompt = f"{prompt}\n\n{extra}"
-    return [_row(record, prompt, text_field(record, "output"))]
-
-
-def _pair(prompt_name: str, response_name: str) -> Callable[[RawRecord], list[ParsedRow]]:
-    def extract(record: RawRecord) -> list[ParsedRow]:
-        return [_row(record, text_field(record, prompt_name), text_field(record, response_name))]
-
-    return extract
-
-
-FORMATS: tuple[RecordFormat, ...] = (
-    RecordFormat("chat", ("messages",), _chat),
-    RecordFormat("hh_rlhf", ("chosen", "rejected"), _hh_rlhf),
-    RecordFormat("p3", ("prompt", "completion"), _p3),
-    RecordFormat("prompt_response", ("prompt", "response"), _pair("prompt", "response")),
-    RecordFormat("dolly", ("instruction", "text"), _dolly),
-    RecordFormat("alpaca", ("instruction", "output"), _alpaca),
-    RecordFormat("gsm8k", ("question", "answer"), _pair("question", "answer")),
-)
-
-
-def detect_format(record: RawRecord) -> RecordFormat:
-    """The first format of :data:`FORMATS` whose fields ``record`` has."""
-    for fmt in FORMATS:
-        if all(name in record.data for name in fmt.fields):
-            return fmt
-    known = {fmt.name: list(fmt.fields) for fmt in FORMATS}
-    raise FormatDetectionError(
-        record.file,
-        record.row,
-        None,
-        f"cannot detect the format from fields {sorted(record.data)}; known formats {known}; "
-        "name the fields explicitly (prompt/response field options)",
-    )
-
-
-def make_extractor(
-    first: RawRecord, mapping: FieldMapping | None
-) -> tuple[str, Callable[[RawRecord], list[ParsedRow]]]:
-    """(format name, row extractor) for a dataset whose first record is ``first``."""
-    mapping = mapping or FieldMapping()
-    if mapping.prompt_fields:
-        name, base = "fields", _explicit_fields(mapping.prompt_fields, mapping.response_field)
-    else:
-        fmt = detect_format(first)
-        name, base = fmt.name, fmt.extract
-    if mapping.id_field is None and mapping.group_field is None:
-        return name, base
-
-    def extract(record: RawRecord) -> list[ParsedRow]:
-        rows = base(record)
-        given_id = id_field(record, mapping.id_field) if mapping.id_field else None
-        group = group_field(record, mapping.group_field) if mapping.group_field else None
-        if given_id is not None and len(rows) > 1:
-            raise DataValidationError(
-                record.file, record.row, mapping.id_field, f"one id for {len(rows)} rows ({name})"
-            )
-        return [
-            ParsedRow(
-                r.file,
-                r.row,
-                r.prompt,
-                r.response,
-                given_id if mapping.id_field else r.example_id,
-                group if mapping.group_field else r.group,
-            )
-            for r in rows
-        ]
-
-    return name, extract
-
-
-def _explicit_fields(
-    prompt_fields: Sequence[str], response_field: str | None
-) -> Callable[[RawRecord], list[ParsedRow]]:
-    assert response_field is not None
-
-    def extract(record: RawRecord) -> list[ParsedRow]:
-        parts = [text_field(record, prompt_fields[0])]
-        parts += [text_field(record, f, allow_empty=True) for f in prompt_fields[1:]]
-        prompt = "\n\n".join(p for p in parts if p.strip())
-        return [_row(record, prompt, text_field(record, response_field))]
-
-    return extract

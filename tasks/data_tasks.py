@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from storage.datasets import DatasetVersion, find_version, import_dataset, latest_version
-from storage.formats import FieldMapping
+from storage.shapes import FieldMapping
 from tasks.monitoring import publish_table, run_logger
 from tasks.references import StepRef, open_store
 from tasks.retry import IO_RETRY_OPTIONS

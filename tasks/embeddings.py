@@ -29,7 +29,7 @@ from airrep_core.encoder import AirRepEncoder
 from airrep_core.examples import MAX_PROMPT_WORDS, encoder_text
 from airrep_core.hybrid import lexical_index
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.datasets import DatasetVersion, import_dataset, read_examples
+from storage.datasets import DatasetVersion, import_dataset, read_examples, validate_dataset_name
 from storage.embedding_store import (
     EmbeddingMatrix,
     ProgressCallback,
@@ -39,7 +39,7 @@ from storage.embedding_store import (
     refresh_view,
 )
 from storage.errors import ArtifactNotFound
-from storage.formats import FieldMapping
+from storage.shapes import FieldMapping
 from tasks.encoder import ENCODER_STAGE, load_encoder
 from tasks.labels import load_corpus
 from tasks.references import StepRef
@@ -203,7 +203,10 @@ def write_selection(
 ) -> tuple[Path, DatasetVersion | None]:
     """Write the selected pool examples as JSONL (``id``, ``prompt``, ``response``, ``group``,
     ``selection_order``, ``best_rank``, ``target_id``, ``score``) in selection order; with
-    ``import_as``, import the file as that dataset (ids and groups kept)."""
+    ``import_as``, import the file as that dataset (ids and groups kept); an invalid
+    ``import_as`` raises ``ValueError`` before the file is written."""
+    if import_as is not None:
+        validate_dataset_name(import_as)
     examples = read_examples(store, pool)
     by_id = {row["example_id"]: row for row in examples.to_pylist()}
     path = Path(path)

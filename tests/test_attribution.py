@@ -106,7 +106,7 @@ def workspace(tmp_path_factory, encoder, app) -> dict:
     ]
     pool_file = base / "pool.jsonl"
     pool_file.write_text("".join(json.dumps(r) + "\n" for r in pool_rows), encoding="utf-8")
-    from storage.formats import FieldMapping
+    from storage.shapes import FieldMapping
 
     import_dataset(
         store, pool_file, "pool", mapping=FieldMapping(id_field="id", group_field="group")

@@ -22,8 +22,8 @@ from flows.cli_query import register
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset, latest_version, read_examples
 from storage.embedding_store import find_view, load_view
-from storage.formats import FieldMapping
 from storage.sample_data import sample_data_dir
+from storage.shapes import FieldMapping
 from tasks.embeddings import open_index
 
 WEIGHT = 0.75

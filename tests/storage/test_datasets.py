@@ -25,8 +25,8 @@ from storage.datasets import (
     sample_dataset,
 )
 from storage.errors import ArtifactNotFound, DataValidationError, FormatDetectionError
-from storage.formats import FieldMapping
 from storage.sample_data import SAMPLE_DATASETS
+from storage.shapes import FieldMapping
 
 RECORDS = [
     {"question": "What is 2+2?", "answer": "4", "extra": 1},
@@ -211,7 +211,13 @@ def test_bad_input_names_file_line_and_field(
     kept = read_examples(store, version).column("prompt").to_pylist()
     assert "g" in kept and len(kept) == len(set(kept))
     [report] = read_skipped(store, version)
-    assert report == {"file": str(bad), "line": line, "field": field, "reason": report["reason"]}
+    assert report == {
+        "file": str(bad),
+        "line": line,
+        "field": field,
+        "reason": report["reason"],
+        "records": 0 if message == "empty file" else 1,
+    }
     assert message in report["reason"]
 
 
