@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -54,7 +55,9 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except (StorageError, ValueError, FileNotFoundError) as e:
-        error_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        error_console.print(
+            f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from e
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from airrep_core.config.embedding import (
@@ -87,7 +88,12 @@ def _clear_errors() -> Iterator[None]:
         yield
     except (StorageError, AirRepError, ValueError, TypeError, KeyError, FileNotFoundError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        error_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+        error_console.print(
+            f"[bold red]error:[/] {escape(str(message))}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from e
 
 
