@@ -9,8 +9,9 @@ Modules:
   list / open / local_dir / delete; manifest written last; safe against concurrent builders).
 - ``schemas`` / ``tables``: the core tables' Arrow schemas, ``validate``, Parquet
   ``write_table`` / ``read_table`` and lazy ``scan_tables`` (polars).
-- ``formats`` / ``datasets``: reading JSONL / JSON / gzip / CSV / Parquet instruction data with
-  auto-detected layouts, and versioned dataset import (``import_dataset``, ``read_examples``).
+- ``formats`` / ``shapes`` / ``datasets``: reading JSONL / JSON / gzip / CSV / Parquet records,
+  the detection table of record shapes (``DETECTION_RULES``), and versioned dataset import
+  (``import_dataset``, ``read_examples``).
 - ``sample_data``: the sample datasets of ``$AIRREP_DATA_DIR`` (default ``../shared/data``).
 - ``errors``: ``StorageError``, ``ArtifactNotFound``, ``ArtifactConflict``, ``DataValidationError``.
 

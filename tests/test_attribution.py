@@ -316,7 +316,8 @@ def test_cli_select_writes_an_importable_dataset(app, workspace, encoder) -> Non
         ),
         (
             ["group-influence", "--dataset", "pool", "--subset", "SUBSET", "--prompt", "x"],
-            "not in the store",
+            "1 id(s) not in the store (e.g. ['no-such-id']); the store holds the dataset's example "
+            "ids: the data's `id` field, the field named by --id-field at import",
         ),
         (
             ["attribute", "--dataset", "pool", "--prompt", "x", "--format", "xml"],
