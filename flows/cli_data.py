@@ -127,7 +127,11 @@ def import_command(
     id_field: Annotated[str | None, typer.Option(help="Field holding the example id.")] = None,
     group_field: Annotated[str | None, typer.Option(help="Field holding the group.")] = None,
     skip_invalid: Annotated[
-        bool, typer.Option(help="Skip bad rows and report them in the dataset artifact.")
+        bool,
+        typer.Option(
+            help="Skip bad rows and files; count every record lost and keep the report with "
+            "the version (data show)."
+        ),
     ] = False,
     root: RootOption = None,
 ) -> None:

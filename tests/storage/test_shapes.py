@@ -277,6 +277,15 @@ def test_file_level_losses_are_counted(tmp_path: Path) -> None:
     good.write_text('{"prompt": "p", "response": "r"}\n')
     version = import_dataset(store, [good, empty], "e", skip_invalid=True)
     assert version.skipped == 0 and version.skip_report[0]["first"] == "empty file: no records"
+    lines = "".join(
+        json.dumps({"prompt": f"p{i}", "response": "r" * 50}) + "\n" for i in range(2000)
+    )
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(gzip.compress(lines.encode())[:3000])  # a download cut short
+    version = import_dataset(store, truncated, "cut", skip_invalid=True)
+    [entry] = version.skip_report
+    assert entry["uncountable"] and "unreadable file" in entry["first"]
+    assert version.skipped == entry["records"] == 0 and 0 < version.rows < 2000
 
 
 @pytest.mark.parametrize("name", ["a", "rel_1", "A-b_C", "9" * 64])
