@@ -304,7 +304,11 @@ def _assign_ids(
             example_id = row.example_id
             if example_id in content_of_id:
                 error = DataValidationError(
-                    row.file, row.row, id_name, f"id {example_id!r} already used by other content"
+                    row.file,
+                    row.row,
+                    id_name,
+                    f"id {example_id!r} already used by other content "
+                    "(example ids must be unique; --id-field names another id field)",
                 )
                 if not skip_invalid:
                     raise error

@@ -368,7 +368,7 @@ def _explicit_shape(mapping: FieldMapping) -> DetectionRule:
     return DetectionRule("shape", "fields", fields, "named by the field options", extract)
 
 
-def row_extractor(shape: DetectionRule, mapping: FieldMapping | None) -> Extract:
+def _row_extractor(shape: DetectionRule, mapping: FieldMapping | None) -> Extract:
     """The rows of a record of ``shape``, with the ``id`` rule (or ``mapping.id_field``) and
     ``mapping.group_field`` applied."""
     assert shape.extract is not None
@@ -422,7 +422,7 @@ def file_rows(
             first = next((i for i in buffered if isinstance(i, RawRecord)), None)
             if first is not None:
                 raise _undetected(first)
-    extract = row_extractor(shape, mapping) if shape is not None else None
+    extract = _row_extractor(shape, mapping) if shape is not None else None
     return FileRows(shape, _extracted(itertools.chain(buffered, iterator), extract))
 
 
