@@ -18,9 +18,10 @@ from rich.table import Table
 from flows import cli_query
 from flows.cli_bench import bench_app
 from flows.cli_data import data_app
+from flows.cli_errors import GuardedTyper
 from tasks.references import StepRef, open_store
 
-app = typer.Typer(
+app = GuardedTyper(
     help=(
         "AirRep training data attribution pipeline: import instruction data, generate labels by "
         "fine-tuning target LMs on subsets, train the AirRep encoder, embed the training pool, "

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.cli_errors import open_checked_store
 from flows.events import DATASET_UPDATED, emit_dataset_updated
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
@@ -34,7 +35,6 @@ from storage.datasets import (
 )
 from storage.errors import StorageError
 from storage.formats import FieldMapping
-from storage.root import default_root_uri
 from storage.sample_data import SAMPLE_DATASETS, sample_data_dir
 
 data_app = typer.Typer(help="Import instruction data into versioned datasets and inspect them.")
@@ -53,12 +53,14 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except (StorageError, ValueError, FileNotFoundError) as e:
-        error_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        error_console.print(
+            f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from e
 
 
-def _store(root: str | None) -> ArtifactStore:
-    return ArtifactStore(root or default_root_uri())
+def _store(root: str | None, *, writable: bool = False) -> ArtifactStore:
+    return open_checked_store(root, writable=writable)
 
 
 def _progress() -> Progress:
@@ -114,7 +116,7 @@ def import_command(
     """Import PATH... as dataset NAME (format auto-detected unless the fields are named)."""
     with _clear_errors():
         mapping = FieldMapping(tuple(prompt_field or ()), response_field, id_field, group_field)
-        store = _store(root)
+        store = _store(root, writable=True)
         start = time.perf_counter()
         with _progress() as progress:
             version = _import_with_bar(
@@ -129,7 +131,7 @@ def import_command(
 def import_samples_command(root: RootOption = None) -> None:
     """Import the sample datasets of $AIRREP_DATA_DIR (default ../shared/data)."""
     with _clear_errors():
-        store = _store(root)
+        store = _store(root, writable=True)
         console.print(f"sample data: {sample_data_dir()}  ->  {store.root.uri}", highlight=False)
         summaries = []
         with _progress() as progress:

@@ -36,11 +36,11 @@ from airrep_core.config.embedding import (
 from airrep_core.config.encoder import POOLINGS
 from airrep_core.errors import AirRepError
 from airrep_core.examples import Example
+from flows.cli_errors import check_output_path, open_checked_store
 from storage.artifacts import ArtifactStore
 from storage.datasets import DatasetVersion, find_version, latest_version, read_examples
 from storage.errors import DataValidationError, StorageError
 from storage.formats import file_stem, input_files, make_extractor, read_records
-from storage.root import default_root_uri
 from tasks.embeddings import open_index, refresh_embeddings, resolve_encoder, write_selection
 
 OUTPUT_FORMATS = ("table", "jsonl", "parquet")
@@ -80,12 +80,14 @@ def _clear_errors() -> Iterator[None]:
         yield
     except (StorageError, AirRepError, ValueError, TypeError, KeyError, FileNotFoundError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        error_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+        error_console.print(
+            f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from e
 
 
-def _store(root: str | None) -> ArtifactStore:
-    return ArtifactStore(root or default_root_uri())
+def _store(root: str | None, *, writable: bool = False) -> ArtifactStore:
+    return open_checked_store(root, writable=writable)
 
 
 def _dataset(store: ArtifactStore, name: str, version: str | None) -> DatasetVersion:
@@ -230,7 +232,7 @@ def embed_command(
 ) -> None:
     """Embed a dataset version with an encoder checkpoint (only rows not embedded yet)."""
     with _clear_errors():
-        store = _store(root)
+        store = _store(root, writable=True)
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
         overrides = {"dtype": dtype, "part_rows": part_rows}
@@ -327,7 +329,8 @@ def select_command(
 ) -> None:
     """Select BUDGET pool examples for a target task (best rank over its examples, round-robin)."""
     with _clear_errors():
-        store = _store(root)
+        check_output_path(output)
+        store = _store(root, writable=True)
         target_list = read_queries(target)
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
