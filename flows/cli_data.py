@@ -4,8 +4,8 @@ Commands: ``import PATH... --name NAME``, ``import-samples``, ``list``, ``show N
 command takes ``--root URI`` (default ``$AIRREP_STORAGE_ROOT`` or ``file://<repo>/artifacts``).
 Bad input exits with status 1 and one clear line naming the file, line and field.
 
-An import that publishes a new version emits ``airrep.dataset.updated`` to the configured Prefect
-server (``PREFECT_API_URL``), which triggers the ``rebuild`` deployment (``prefect.yaml``).
+An import that changes a dataset's latest version (a new version, or content that is stored but
+was not the latest: a revert) emits ``airrep.dataset.updated`` to the configured Prefect server (``PREFECT_API_URL``), which triggers the ``rebuild`` deployment (``prefect.yaml``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from flows.events import DATASET_UPDATED, emit_dataset_updated
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
     DatasetVersion,
+    dataset_history,
     dataset_versions,
     find_version,
     import_dataset,
@@ -87,7 +88,12 @@ def _import_with_bar(
 
 
 def _summary(version: DatasetVersion, seconds: float) -> str:
-    state = "new version" if version.created else "unchanged (version exists)"
+    if version.created:
+        state = "new version"
+    elif version.became_latest:
+        state = "version exists; it is the latest again"
+    else:
+        state = "unchanged (version exists)"
     return (
         f"{version.name} {version.short_version}: {version.rows:,} rows, "
         f"{version.duplicates_dropped:,} duplicates dropped, {version.skipped:,} invalid skipped; "
@@ -123,7 +129,7 @@ def import_command(
                 progress, store, paths, name, mapping=mapping, skip_invalid=skip_invalid
             )
         console.print(_summary(version, time.perf_counter() - start), highlight=False)
-        if version.created and emit_dataset_updated(version, store.root.uri) is not None:
+        if version.changed and emit_dataset_updated(version, store.root.uri) is not None:
             console.print(f"emitted {DATASET_UPDATED} for {name} {version.short_version}")
 
 
@@ -141,7 +147,7 @@ def import_samples_command(root: RootOption = None) -> None:
                     progress, store, sample.paths(), sample.name, skip_invalid=sample.skip_invalid
                 )
                 summaries.append(_summary(version, time.perf_counter() - start))
-                if version.created:
+                if version.changed:
                     emit_dataset_updated(version, store.root.uri)
         for line in summaries:
             console.print(line, highlight=False)
@@ -157,7 +163,7 @@ def list_command(root: RootOption = None) -> None:
             table.add_column(column)
         for name in list_datasets(store):
             versions = dataset_versions(store, name)
-            latest = versions[-1]
+            latest = latest_version(store, name)
             table.add_row(
                 name,
                 latest.short_version,
@@ -177,21 +183,25 @@ def show_command(
     rows: Annotated[int, typer.Option(help="How many example rows to print.")] = 3,
     root: RootOption = None,
 ) -> None:
-    """Show a dataset's versions, its row counts by source and group, and a few rows."""
+    """Show a dataset's history (each import that set its latest version, oldest first), its row
+    counts by source and group, and a few rows."""
     with _clear_errors():
         store = _store(root)
         chosen = find_version(store, name, version) if version else latest_version(store, name)
-        versions = Table(title=f"versions of {name}")
-        for column in ("version", "rows", "duplicates", "skipped", "created (UTC)", ""):
+        history = dataset_history(store, name)
+        versions = Table(title=f"history of {name} (the last row is the latest)")
+        for column in ("at (UTC)", "event", "version", "rows", "duplicates", "skipped", ""):
             versions.add_column(column)
-        for v in dataset_versions(store, name):
+        for event in history:
+            v = event.version
             mark = "<- shown" if v.version == chosen.version else ""
             versions.add_row(
+                event.at[:19],
+                event.kind,
                 v.short_version,
                 f"{v.rows:,}",
                 f"{v.duplicates_dropped:,}",
                 f"{v.skipped:,}",
-                v.created_at[:19],
                 mark,
             )
         console.print(versions)
