@@ -19,6 +19,7 @@ from flows import cli_query
 from flows.cli_bench import bench_app
 from flows.cli_data import data_app
 from flows.cli_errors import GuardedTyper
+from flows.cli_store import store_app
 from tasks.references import StepRef, open_store
 
 app = GuardedTyper(
@@ -32,6 +33,7 @@ app = GuardedTyper(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+app.add_typer(store_app, name="store")
 cli_query.register(app)
 console = Console()
 
