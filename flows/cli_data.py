@@ -18,10 +18,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.cli_errors import open_checked_store
+from flows.cli_errors import debug_enabled, open_checked_store
 from flows.events import DATASET_UPDATED, emit_dataset_updated
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
@@ -54,8 +55,10 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except (StorageError, ValueError, FileNotFoundError) as e:
+        if debug_enabled():
+            raise
         error_console.print(
-            f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True
         )
         raise typer.Exit(1) from e
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from airrep_core.config.embedding import (
@@ -36,7 +37,7 @@ from airrep_core.config.embedding import (
 from airrep_core.config.encoder import POOLINGS
 from airrep_core.errors import AirRepError
 from airrep_core.examples import Example
-from flows.cli_errors import check_output_path, open_checked_store
+from flows.cli_errors import check_output_path, debug_enabled, open_checked_store
 from storage.artifacts import ArtifactStore
 from storage.datasets import DatasetVersion, find_version, latest_version, read_examples
 from storage.errors import DataValidationError, StorageError
@@ -79,9 +80,14 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except (StorageError, AirRepError, ValueError, TypeError, KeyError, FileNotFoundError) as e:
+        if debug_enabled():
+            raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         error_console.print(
-            f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(str(message))}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1) from e
 

@@ -331,6 +331,12 @@ def _normalise_uri(uri: str) -> tuple[str, str]:
     if "://" not in uri:
         return f"file://{Path(uri).expanduser().resolve()}", "file"
     protocol, rest = uri.split("://", 1)
+    if "@" in rest.split("/", 1)[0]:
+        raise ValueError(
+            f"{protocol}:// root names credentials (user:secret@): not supported, and never "
+            "shown; give the bare URI and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE)"
+        )
     if protocol not in SUPPORTED_PROTOCOLS:
         raise ValueError(
             f"unsupported storage protocol {protocol!r} in {uri!r}; allowed: {SUPPORTED_PROTOCOLS}"
