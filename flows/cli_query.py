@@ -197,6 +197,34 @@ def _emit(records: list[dict[str, Any]], fmt: str, output: Path | None, title: s
     pq.write_table(pa.Table.from_pylist(records), output)
 
 
+def _each_example_once(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Attribution records without a query's harmful records of examples that it lists as
+    helpful (the top and the bottom of a small pool meet in the middle)."""
+    helpful = {(r["query_id"], r["example_id"]) for r in records if r["direction"] == "helpful"}
+    return [
+        r
+        for r in records
+        if r["direction"] == "helpful" or (r["query_id"], r["example_id"]) not in helpful
+    ]
+
+
+def _note_missing(records: list[dict[str, Any]], queries: int, expected: int, index: str) -> None:
+    """A note when an approximate search found fewer than ``expected`` examples somewhere."""
+    found: dict[tuple[str, str], int] = {}
+    for r in records:
+        found[(r["query_id"], r["direction"])] = found.get((r["query_id"], r["direction"]), 0) + 1
+    short = 2 * queries - sum(1 for n in found.values() if n >= expected)
+    if short and index != "exact":
+        _note(
+            f"the {index} index found fewer than {expected} examples in {short} of "
+            f"{2 * queries} lists (query x direction); --index exact lists them all"
+        )
+
+
+def _note(text: str) -> None:
+    error_console.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -283,9 +311,19 @@ def attribute_command(
         query_list = _queries_from_options(prompt, response, queries, "queries")
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
+        if k < 1:
+            raise ValueError(f"--k {k} is invalid; allowed: 1 or more")
         config = _search_config(preset, k=k, index=index)
         attribution, _ = open_index(store, encoder_ref, chosen, config, dtype=dtype)
-        records = attribution.attribute(query_list, k)
+        per_direction = min(k, -(-attribution.rows // 2))
+        if per_direction < k:
+            _note(
+                f"--k {k} is more than half of the {attribution.rows:,} {chosen.name} examples: "
+                f"listing {per_direction} per direction, each example once"
+            )
+        found = attribution.attribute(query_list, per_direction)
+        _note_missing(found, len(query_list), per_direction, index)
+        records = _each_example_once(found)
         _with_text(records, store, chosen)
         _emit(records, fmt, output, f"attribution on {chosen.name} {chosen.short_version}")
 
