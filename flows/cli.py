@@ -2,7 +2,9 @@
 
 Commands by what users do: ``run`` (the pipeline on embedded defaults), ``data`` (import and
 inspect datasets), ``embed`` / ``attribute`` / ``group-influence`` / ``select`` (queries over the
-embedding store), ``bench`` (LDS evaluation against baselines). ``airrep COMMAND --help`` explains each one.
+embedding store), ``bench`` (LDS evaluation against baselines), ``store gc`` (leftovers of killed
+builds). ``airrep COMMAND --help`` explains each one; failures end in one line
+(``flows/cli_errors.py``), ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
