@@ -20,7 +20,7 @@ from rich.table import Table
 from flows import cli_query
 from flows.cli_bench import bench_app
 from flows.cli_data import data_app
-from flows.cli_errors import GuardedTyper
+from flows.cli_errors import GuardedTyper, open_checked_store
 from flows.cli_store import store_app
 from tasks.references import StepRef, open_store
 
@@ -74,6 +74,7 @@ def run_command(
     from airrep_core.config.pipeline import EncoderStageConfig, PipelineConfig
     from flows.pipeline import pipeline_flow
 
+    open_checked_store(root, writable=True)  # fail fast on a root that cannot work
     config = None
     if recipe is not None:
         encoder = EncoderStageConfig.preset(preset, train={"recipe": recipe})

@@ -17,12 +17,12 @@ each file as one whole object, then create the manifest with an exclusive put (`
 on S3); a builder that loses the race removes its attempt folder and returns the winner.
 
 Leftovers of killed builds: a staging folder is named ``<attempt>.<pid>@<host>`` (remote roots
-stage in ``$TMPDIR/airrep-build-<pid>@<host>-*``), so that :meth:`ArtifactStore.stale_staging`
+stage in ``$TMPDIR/airrep-build-<pid>@<host>.*``), so that :meth:`ArtifactStore.stale_staging`
 knows a folder whose builder process is gone (same host) as stale at once, and any other one
 (another host, an older layout) once untouched for ``STALE_STAGING_AGE_S``; an attempt folder in a
 key folder that its manifest does not name, and a pending manifest, are stale after that age too.
-Every successful local build removes the stale staging of its stage; ``airrep store gc`` removes
-all of them.
+Every successful build removes the stale staging of its stage (for remote roots: this host's
+``$TMPDIR`` staging); ``airrep store gc`` removes all of them.
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ class ArtifactStore:
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        if self.root.is_local:
+        with contextlib.suppress(OSError):  # best effort: the artifact is published either way
             self.remove_stale(self.stale_staging(stages=[stage], orphans=False))
         if not won:
             self._remove_attempt(stage, key, attempt)
