@@ -526,10 +526,10 @@ def _checked_key(key: str) -> str:
 
 def _owner_tag() -> str:
     """``<pid>@<host>`` of this process (the host name reduced to ``[A-Za-z0-9-]``)."""
-    return f"{os.getpid()}@{_host()}"
+    return f"{os.getpid()}@{host_tag()}"
 
 
-def _host() -> str:
+def host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
@@ -550,7 +550,7 @@ def _stale_children(folder: Path, prefix: str, now: float, max_age_s: float) -> 
             else child.name.partition(".")[2]
         )
         owner = _OWNER_RE.fullmatch(text)
-        if owner is not None and owner.group(2) == _host():
+        if owner is not None and owner.group(2) == host_tag():
             if _alive(int(owner.group(1))):
                 continue
             reason = f"its build process {owner.group(1)} is gone"
