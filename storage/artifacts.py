@@ -530,6 +530,7 @@ def _owner_tag() -> str:
 
 
 def host_tag() -> str:
+    """This host's name reduced to ``[A-Za-z0-9-]`` (the ``<host>`` of staging folder names)."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
