@@ -2,7 +2,9 @@
 
 Commands by what users do: ``run`` (the pipeline on embedded defaults), ``data`` (import and
 inspect datasets), ``embed`` / ``attribute`` / ``group-influence`` / ``select`` (queries over the
-embedding store), ``bench`` (LDS evaluation against baselines). ``airrep COMMAND --help`` explains each one.
+embedding store), ``bench`` (LDS evaluation against baselines), ``store gc`` (leftovers of killed
+builds). ``airrep COMMAND --help`` explains each one; failures end in one line
+(``flows/cli_errors.py``), ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from rich.table import Table
 from flows import cli_query
 from flows.cli_bench import bench_app
 from flows.cli_data import data_app
+from flows.cli_errors import GuardedTyper, open_checked_store
+from flows.cli_store import store_app
 from tasks.references import StepRef, open_store
 
-app = typer.Typer(
+app = GuardedTyper(
     help=(
         "AirRep training data attribution pipeline: import instruction data, generate labels by "
         "fine-tuning target LMs on subsets, train the AirRep encoder, embed the training pool, "
@@ -31,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+app.add_typer(store_app, name="store")
 cli_query.register(app)
 console = Console()
 
@@ -69,6 +74,7 @@ def run_command(
     from airrep_core.config.pipeline import EncoderStageConfig, PipelineConfig
     from flows.pipeline import pipeline_flow
 
+    open_checked_store(root, writable=True)  # fail fast on a root that cannot work
     config = None
     if recipe is not None:
         encoder = EncoderStageConfig.preset(preset, train={"recipe": recipe})

@@ -4,8 +4,8 @@ Commands: ``import PATH... --name NAME``, ``import-samples``, ``list``, ``show N
 command takes ``--root URI`` (default ``$AIRREP_STORAGE_ROOT`` or ``file://<repo>/artifacts``).
 Bad input exits with status 1 and one clear line naming the file, line and field.
 
-An import that publishes a new version emits ``airrep.dataset.updated`` to the configured Prefect
-server (``PREFECT_API_URL``), which triggers the ``rebuild`` deployment (``prefect.yaml``).
+An import that changes a dataset's latest version (a new version, or content that is stored but
+was not the latest: a revert) emits ``airrep.dataset.updated`` to the configured Prefect server (``PREFECT_API_URL``), which triggers the ``rebuild`` deployment (``prefect.yaml``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.cli_errors import debug_enabled, open_checked_store
 from flows.events import DATASET_UPDATED, emit_dataset_updated
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
     NAME_MAX_LENGTH,
     DatasetVersion,
+    dataset_history,
     dataset_versions,
     find_version,
     import_dataset,
@@ -35,7 +37,6 @@ from storage.datasets import (
     read_examples,
 )
 from storage.errors import StorageError
-from storage.root import default_root_uri
 from storage.sample_data import SAMPLE_DATASETS, sample_data_dir
 from storage.shapes import FieldMapping, detection_rules_text
 
@@ -55,14 +56,16 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except (StorageError, ValueError, FileNotFoundError) as e:
+        if debug_enabled():
+            raise
         error_console.print(
             f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True
         )
         raise typer.Exit(1) from e
 
 
-def _store(root: str | None) -> ArtifactStore:
-    return ArtifactStore(root or default_root_uri())
+def _store(root: str | None, *, writable: bool = False) -> ArtifactStore:
+    return open_checked_store(root, writable=writable)
 
 
 def _progress() -> Progress:
@@ -89,7 +92,12 @@ def _import_with_bar(
 
 
 def _summary(version: DatasetVersion, seconds: float) -> str:
-    state = "new version" if version.created else "unchanged (version exists)"
+    if version.created:
+        state = "new version"
+    elif version.became_latest:
+        state = "version exists; it is the latest again"
+    else:
+        state = "unchanged (version exists)"
     uncountable = sum(entry["uncountable"] for entry in version.skip_report)
     rest = f" (+ the unreadable rest of {uncountable} file(s))" if uncountable else ""
     return (
@@ -137,14 +145,14 @@ def import_command(
 ) -> None:
     with _clear_errors():
         mapping = FieldMapping(tuple(prompt_field or ()), response_field, id_field, group_field)
-        store = _store(root)
+        store = _store(root, writable=True)
         start = time.perf_counter()
         with _progress() as progress:
             version = _import_with_bar(
                 progress, store, paths, name, mapping=mapping, skip_invalid=skip_invalid
             )
         console.print(_summary(version, time.perf_counter() - start), highlight=False)
-        if version.created and emit_dataset_updated(version, store.root.uri) is not None:
+        if version.changed and emit_dataset_updated(version, store.root.uri) is not None:
             console.print(f"emitted {DATASET_UPDATED} for {name} {version.short_version}")
 
 
@@ -152,7 +160,7 @@ def import_command(
 def import_samples_command(root: RootOption = None) -> None:
     """Import the sample datasets of $AIRREP_DATA_DIR (default ../shared/data)."""
     with _clear_errors():
-        store = _store(root)
+        store = _store(root, writable=True)
         console.print(f"sample data: {sample_data_dir()}  ->  {store.root.uri}", highlight=False)
         summaries = []
         with _progress() as progress:
@@ -162,7 +170,7 @@ def import_samples_command(root: RootOption = None) -> None:
                     progress, store, sample.paths(), sample.name, skip_invalid=sample.skip_invalid
                 )
                 summaries.append(_summary(version, time.perf_counter() - start))
-                if version.created:
+                if version.changed:
                     emit_dataset_updated(version, store.root.uri)
         for line in summaries:
             console.print(line, highlight=False)
@@ -178,7 +186,7 @@ def list_command(root: RootOption = None) -> None:
             table.add_column(column)
         for name in list_datasets(store):
             versions = dataset_versions(store, name)
-            latest = versions[-1]
+            latest = latest_version(store, name)
             table.add_row(
                 name,
                 latest.short_version,
@@ -198,21 +206,25 @@ def show_command(
     rows: Annotated[int, typer.Option(help="How many example rows to print.")] = 3,
     root: RootOption = None,
 ) -> None:
-    """Show a dataset's versions, its row counts by source and group, and a few rows."""
+    """Show a dataset's history (each import that set its latest version, oldest first), its row
+    counts by source and group, and a few rows."""
     with _clear_errors():
         store = _store(root)
         chosen = find_version(store, name, version) if version else latest_version(store, name)
-        versions = Table(title=f"versions of {name}")
-        for column in ("version", "rows", "duplicates", "skipped", "created (UTC)", ""):
+        history = dataset_history(store, name)
+        versions = Table(title=f"history of {name} (the last row is the latest)")
+        for column in ("at (UTC)", "event", "version", "rows", "duplicates", "skipped", ""):
             versions.add_column(column)
-        for v in dataset_versions(store, name):
+        for event in history:
+            v = event.version
             mark = "<- shown" if v.version == chosen.version else ""
             versions.add_row(
+                event.at[:19],
+                event.kind,
                 v.short_version,
                 f"{v.rows:,}",
                 f"{v.duplicates_dropped:,}",
                 f"{v.skipped:,}",
-                v.created_at[:19],
                 mark,
             )
         console.print(versions)

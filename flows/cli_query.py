@@ -37,6 +37,7 @@ from airrep_core.config.embedding import (
 from airrep_core.config.encoder import POOLINGS
 from airrep_core.errors import AirRepError
 from airrep_core.examples import Example
+from flows.cli_errors import check_output_path, debug_enabled, open_checked_store
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
     DatasetVersion,
@@ -47,7 +48,6 @@ from storage.datasets import (
 )
 from storage.errors import DataValidationError, StorageError
 from storage.formats import file_stem, input_files, read_records
-from storage.root import default_root_uri
 from storage.shapes import file_rows
 from tasks.embeddings import open_index, refresh_embeddings, resolve_encoder, write_selection
 
@@ -87,6 +87,8 @@ def _clear_errors() -> Iterator[None]:
     try:
         yield
     except (StorageError, AirRepError, ValueError, TypeError, KeyError, FileNotFoundError) as e:
+        if debug_enabled():
+            raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         error_console.print(
             f"[bold red]error:[/] {escape(str(message))}",
@@ -97,8 +99,8 @@ def _clear_errors() -> Iterator[None]:
         raise typer.Exit(1) from e
 
 
-def _store(root: str | None) -> ArtifactStore:
-    return ArtifactStore(root or default_root_uri())
+def _store(root: str | None, *, writable: bool = False) -> ArtifactStore:
+    return open_checked_store(root, writable=writable)
 
 
 def _dataset(store: ArtifactStore, name: str, version: str | None) -> DatasetVersion:
@@ -198,6 +200,34 @@ def _emit(records: list[dict[str, Any]], fmt: str, output: Path | None, title: s
     pq.write_table(pa.Table.from_pylist(records), output)
 
 
+def _each_example_once(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Attribution records without a query's harmful records of examples that it lists as
+    helpful (the top and the bottom of a small pool meet in the middle)."""
+    helpful = {(r["query_id"], r["example_id"]) for r in records if r["direction"] == "helpful"}
+    return [
+        r
+        for r in records
+        if r["direction"] == "helpful" or (r["query_id"], r["example_id"]) not in helpful
+    ]
+
+
+def _note_missing(records: list[dict[str, Any]], queries: int, expected: int, index: str) -> None:
+    """A note when an approximate search found fewer than ``expected`` examples somewhere."""
+    found: dict[tuple[str, str], int] = {}
+    for r in records:
+        found[(r["query_id"], r["direction"])] = found.get((r["query_id"], r["direction"]), 0) + 1
+    short = 2 * queries - sum(1 for n in found.values() if n >= expected)
+    if short and index != "exact":
+        _note(
+            f"the {index} index found fewer than {expected} examples in {short} of "
+            f"{2 * queries} lists (query x direction); --index exact lists them all"
+        )
+
+
+def _note(text: str) -> None:
+    error_console.print(f"note: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -239,7 +269,7 @@ def embed_command(
 ) -> None:
     """Embed a dataset version with an encoder checkpoint (only rows not embedded yet)."""
     with _clear_errors():
-        store = _store(root)
+        store = _store(root, writable=True)
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
         overrides = {"dtype": dtype, "part_rows": part_rows}
@@ -284,9 +314,19 @@ def attribute_command(
         query_list = _queries_from_options(prompt, response, queries, "queries")
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
+        if k < 1:
+            raise ValueError(f"--k {k} is invalid; allowed: 1 or more")
         config = _search_config(preset, k=k, index=index)
         attribution, _ = open_index(store, encoder_ref, chosen, config, dtype=dtype)
-        records = attribution.attribute(query_list, k)
+        per_direction = min(k, -(-attribution.rows // 2))
+        if per_direction < k:
+            _note(
+                f"--k {k} is more than half of the {attribution.rows:,} {chosen.name} examples: "
+                f"listing {per_direction} per direction, each example once"
+            )
+        found = attribution.attribute(query_list, per_direction)
+        _note_missing(found, len(query_list), per_direction, index)
+        records = _each_example_once(found)
         _with_text(records, store, chosen)
         _emit(records, fmt, output, f"attribution on {chosen.name} {chosen.short_version}")
 
@@ -338,7 +378,8 @@ def select_command(
     with _clear_errors():
         if import_as is not None:
             validate_dataset_name(import_as)  # before anything is read or written
-        store = _store(root)
+        check_output_path(output)
+        store = _store(root, writable=True)
         target_list = read_queries(target)
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)

@@ -1,7 +1,7 @@
 """Custom Prefect events of the pipeline: a dataset got a new version.
 
 ``airrep data import`` (and the import task) emit ``airrep.dataset.updated`` when an import
-publishes a new version; the ``rebuild`` deployment's trigger in ``prefect.yaml`` matches it and
+changes a dataset's latest version (a new version, or a revert to a stored one); the ``rebuild`` deployment's trigger in ``prefect.yaml`` matches it and
 runs the pipeline flow with the dataset name, so that only stages downstream of the changed data
 recompute (every other stage finds its content key in the store).
 """
@@ -19,7 +19,7 @@ DATASET_RESOURCE_PREFIX = "airrep.dataset."
 
 
 def emit_dataset_updated(version: DatasetVersion, root: str, *, flush: bool = True) -> Event | None:
-    """Emit ``airrep.dataset.updated`` for a newly published dataset version.
+    """Emit ``airrep.dataset.updated`` for a dataset version that just became the latest.
 
     Resource id ``airrep.dataset.<name>``; payload: name, version (content hash), rows, root.
     Returns the event, or None when no Prefect server is configured (``PREFECT_API_URL`` unset:

@@ -8,6 +8,12 @@ changed content publishes a new version and keeps the old ones.
 Names: 1 to 64 ASCII letters, digits, ``_`` or ``-``, starting with a letter or digit
 (:func:`validate_dataset_name`, checked before anything is read or written).
 
+The latest version is the one imported last: publishing a version makes it the latest, and
+importing content that is already stored but is not the latest (a revert: A, then B, then A again)
+records a **head record** ``datasets/_heads/<name>/<time>-<id>.json`` (``{"name", "version",
+"at"}``) that makes it the latest again (``became_latest=True``). :func:`dataset_history` lists
+both kinds of event in time order.
+
 Artifact files: ``examples.parquet`` (schema ``examples``) and, when problems were skipped,
 ``skipped.jsonl`` (one ``{"file", "line", "field", "reason", "records"}`` per problem, ``records``
 being the input records it lost). The manifest's metadata has the row count, the detected
@@ -25,6 +31,8 @@ embedding store. ``keep_duplicates=True`` keeps them (with distinct ids).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,6 +40,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +56,7 @@ from storage.tables import read_table, write_table
 DATASET_STAGE = "datasets"
 EXAMPLES_FILE = "examples.parquet"
 SKIPPED_FILE = "skipped.jsonl"
+HEADS_DIR = "_heads"
 DUPLICATE_EXAMPLES_REPORTED = 5
 NAME_MAX_LENGTH = 64
 NAME_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{NAME_MAX_LENGTH - 1}}}", re.ASCII)
@@ -76,12 +86,19 @@ def content_hash(prompt: str, response: str) -> str:
 
 @dataclass(frozen=True)
 class DatasetVersion:
-    """One published version of a dataset; ``created`` says whether this call published it."""
+    """One published version of a dataset; ``created`` says whether this call published it,
+    ``became_latest`` whether this call made an already stored version the latest again."""
 
     name: str
     version: str
     ref: ArtifactRef
     created: bool = False
+    became_latest: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether the dataset's latest version changed (a new version, or a revert)."""
+        return self.created or self.became_latest
 
     @property
     def rows(self) -> int:
@@ -130,7 +147,8 @@ def import_dataset(
     Raises ``DataValidationError`` (file, line, field) on the first bad record, publishing nothing;
     with ``skip_invalid`` bad records are left out and listed in ``skipped.jsonl``. A dataset with
     no valid row is an error either way (naming the first problem and the records lost). Files of
-    different shapes raise ``FormatDetectionError`` naming both files and their shapes.
+    different shapes raise ``FormatDetectionError`` naming both files and their shapes. The imported version becomes the latest (a head record
+    when it was stored already and was not the latest).
     """
     validate_dataset_name(name)
     if isinstance(paths, str | os.PathLike):
@@ -149,7 +167,11 @@ def import_dataset(
         "skip_invalid": skip_invalid,
         "duplicates": duplicates,
     }
-    return publish_examples(store, table, name, metadata, skipped=skipped)
+    imported = publish_examples(store, table, name, metadata, skipped=skipped)
+    if imported.created or latest_version(store, name).version == imported.version:
+        return imported
+    _write_head_record(store, name, imported.version)
+    return dataclasses.replace(imported, became_latest=True)
 
 
 def publish_examples(
@@ -376,13 +398,58 @@ def dataset_versions(store: ArtifactStore, name: str) -> list[DatasetVersion]:
 
 
 def latest_version(store: ArtifactStore, name: str) -> DatasetVersion:
-    """The newest version of dataset ``name``; ``ArtifactNotFound`` naming the known datasets."""
-    versions = dataset_versions(store, name)
-    if not versions:
+    """The version of dataset ``name`` imported last (see the module docstring);
+    ``ArtifactNotFound`` naming the known datasets."""
+    history = dataset_history(store, name)
+    if not history:
         raise ArtifactNotFound(
             f"no dataset {name!r} in {store.root.uri}; datasets: {list_datasets(store)}"
         )
-    return versions[-1]
+    return history[-1].version
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One event of a dataset's history: ``version`` became the latest at ``at`` (ISO-8601 UTC),
+    by publication (``kind="published"``) or by a re-import of stored content (``"re-imported"``)."""
+
+    at: str
+    kind: str
+    version: DatasetVersion
+
+
+def dataset_history(store: ArtifactStore, name: str) -> list[HistoryEvent]:
+    """Every event that set the latest version of ``name``, oldest first (the last one names the
+    latest version); empty when there is no such dataset."""
+    versions = {v.version: v for v in dataset_versions(store, name)}
+    events = [HistoryEvent(v.created_at, "published", v) for v in versions.values()]
+    for record in _head_records(store, name):
+        if record.get("version") in versions:  # a record of a deleted version is ignored
+            events.append(HistoryEvent(record["at"], "re-imported", versions[record["version"]]))
+    return sorted(events, key=lambda e: e.at)
+
+
+def _heads_uri(store: ArtifactStore, name: str) -> str:
+    return store.root.join(DATASET_STAGE, HEADS_DIR, name)
+
+
+def _write_head_record(store: ArtifactStore, name: str, version: str) -> None:
+    at = datetime.now(UTC).isoformat(timespec="microseconds")
+    record = {"name": name, "version": version, "at": at}
+    compact = at.replace("-", "").replace(":", "").replace(".", "").removesuffix("+0000")
+    uri = f"{_heads_uri(store, name)}/{compact}-{uuid.uuid4().hex[:8]}.json"
+    body = json.dumps(record).encode()
+    store.root.retrying(lambda: store.root.fs.pipe_file(uri, body), f"write {uri}")
+
+
+def _head_records(store: ArtifactStore, name: str) -> list[dict[str, Any]]:
+    pattern = f"{_heads_uri(store, name)}/*.json"
+    paths = store.root.retrying(lambda: store.root.fs.glob(pattern), f"list {pattern}")
+    records = []
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError, ValueError):  # removed, or a torn write
+            records.append(json.loads(store.root.fs.cat_file(path)))
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("at"), str)]
 
 
 def find_version(store: ArtifactStore, name: str, version: str) -> DatasetVersion:

@@ -12,6 +12,11 @@ attempts (standard mode, 3), so every store operation goes through :meth:`Storag
 which retries connection errors, timeouts and 5xx/throttling answers with exponential backoff
 (default 6 attempts, 0.2 s doubling to at most 5 s: an outage of several seconds is survived, and
 each retry is logged).
+
+Fast checks: :meth:`StorageRoot.check` fails at once, with one line naming the problem and the fix,
+when a root cannot work (a ``file://`` root that is a file or not writable, an S3 endpoint that
+does not answer), so that commands fail before parsing their input; :func:`redact` removes
+credentials from any text shown to users.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +32,8 @@ from typing import Any, TypeVar
 
 import fsspec
 from fsspec.spec import AbstractFileSystem
+
+from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,13 @@ _TRANSIENT_S3_CODES = {
     "RequestTimeout",
     "RequestTimeTooSkewed",
 }
+# The reachability probe of an S3 root: one attempt, short timeouts (a refused connection fails at
+# once, a silent host after PROBE_CONNECT_TIMEOUT_S).
+PROBE_CONNECT_TIMEOUT_S = 3
+PROBE_READ_TIMEOUT_S = 10
+CREDENTIAL_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN")
+_URI_USERINFO_RE = re.compile(r"(://)[^/@\s]+@")
+
 _PERMANENT_OS_ERRORS = (
     FileNotFoundError,
     FileExistsError,
@@ -198,6 +213,42 @@ class StorageRoot:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
+    def check(self, *, writable: bool) -> None:
+        """Fail fast, before any work, when the root cannot be used.
+
+        ``file://``: the root (or, when it does not exist yet, its nearest existing ancestor) must
+        be a folder, and with ``writable`` one this process may write (not on a read-only file
+        system). ``s3://``: the bucket must answer one listing request within a few seconds (one
+        attempt, no retries). ``memory://`` always passes. Raises :class:`StorageError` with one
+        line naming the root, the problem and what to do; credentials never appear.
+        """
+        if self.is_local:
+            _check_local_root(self.local_path, writable)
+        elif self._protocol == "s3":
+            self._probe_s3()
+
+    def _probe_s3(self) -> None:
+        bucket, _, prefix = self._uri.removeprefix("s3://").partition("/")
+        options: dict[str, Any] = {"use_listings_cache": False, "skip_instance_cache": True}
+        options.update(self._storage_options)
+        options["config_kwargs"] = {
+            **options.get("config_kwargs", {}),
+            "connect_timeout": PROBE_CONNECT_TIMEOUT_S,
+            "read_timeout": PROBE_READ_TIMEOUT_S,
+            "retries": {"mode": "standard", "total_max_attempts": 1},
+        }
+        try:
+            fs = fsspec.filesystem("s3", **options)
+            fs.retries = 1  # s3fs's own retry loop
+            fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except Exception as e:
+            raise StorageError(
+                redact(
+                    f"storage root {self.uri} is not reachable ({_probe_reason(e)}); check "
+                    "AWS_ENDPOINT_URL, the network and the bucket name, then run the command again"
+                )
+            ) from e
+
     def _refresh_after_fault(self) -> None:
         if self._fs is not None:
             self._fs.invalidate_cache()
@@ -224,12 +275,68 @@ class StorageRoot:
         return hash(self.uri)
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing ancestor."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def write_problem(folder: Path) -> str | None:
+    """Why this process cannot create files in the existing ``folder`` ("is on a read-only file
+    system", "is not writable by this user"), or None when it can."""
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return "is on a read-only file system"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "is not writable by this user"
+    return None
+
+
+def _check_local_root(path: Path, writable: bool) -> None:
+    existing = nearest_existing(path)
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is below {existing}, which is a file"
+        raise StorageError(
+            f"storage root {path} {where}, not a folder; give a folder (or a new path) as "
+            f"--root or ${DEFAULT_ROOT_ENV}"
+        )
+    problem = write_problem(existing) if writable else None
+    if problem is not None:
+        shown = path if existing == path else f"{path} (its folder {existing})"
+        raise StorageError(
+            f"storage root {shown} {problem}; give a writable folder as --root or "
+            f"${DEFAULT_ROOT_ENV}"
+        )
+
+
+def _probe_reason(exc: BaseException) -> str:
+    """A short reason for a failed S3 probe (the exception's class and message, one line)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def redact(text: str) -> str:
+    """``text`` without credentials: the values of the AWS credential variables of the
+    environment, and the ``user:password@`` part of URIs, are replaced by ``***``."""
+    for name in CREDENTIAL_ENV_VARS:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return _URI_USERINFO_RE.sub(r"\1***@", text)
+
+
 def _normalise_uri(uri: str) -> tuple[str, str]:
     if not uri:
         raise ValueError("storage root URI is empty")
     if "://" not in uri:
         return f"file://{Path(uri).expanduser().resolve()}", "file"
     protocol, rest = uri.split("://", 1)
+    if "@" in rest.split("/", 1)[0]:
+        raise ValueError(
+            f"{protocol}:// root names credentials (user:secret@): not supported, and never "
+            "shown; give the bare URI and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE)"
+        )
     if protocol not in SUPPORTED_PROTOCOLS:
         raise ValueError(
             f"unsupported storage protocol {protocol!r} in {uri!r}; allowed: {SUPPORTED_PROTOCOLS}"

@@ -29,7 +29,8 @@ def dataset_ref(root: str, version: DatasetVersion) -> StepRef:
 def import_dataset_task(
     root: str, paths: list[str], name: str, skip_invalid: bool = False
 ) -> tuple[StepRef, bool]:
-    """Import ``paths`` as dataset ``name``; returns the version's ref and whether it is new.
+    """Import ``paths`` as dataset ``name``; returns the version's ref and whether the dataset's
+    latest version changed (a new version, or a revert to a stored one).
 
     Not cached by Prefect: the source files may change under the same paths, and an unchanged
     import costs one parse and creates nothing (the version is the content hash).
@@ -49,7 +50,7 @@ def import_dataset_task(
         [{"name": name, "version": version.version, "rows": version.rows, "new": version.created}],
         f"Dataset {name}",
     )
-    return ref, version.created
+    return ref, version.changed
 
 
 @task(name="resolve-dataset", task_run_name="resolve-{name}", cache_policy=NO_CACHE)

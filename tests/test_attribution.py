@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import typer
+from airrep_cli import airrep
 from typer.testing import CliRunner
 
 from airrep_core.attribution import AttributionIndex, attribute, group_influence, select
@@ -219,6 +220,51 @@ def test_cli_attribute_matches_brute_force_in_every_format(app, workspace, encod
     assert result.exit_code == 0, result.output
     assert "helpful" in result.output and "harmful" in result.output
     assert records[0]["example_id"] in result.output
+
+
+@pytest.mark.parametrize("index", ["exact", "ivf"])
+def test_cli_k_above_the_pool_lists_each_example_once(workspace, index: str) -> None:
+    """The real ``airrep attribute`` (a subprocess) with ``--k`` above the 48-example pool: k is
+    clamped to half the pool with a note on stderr, and no example is both helpful and harmful;
+    an approximate search that finds fewer says so."""
+    pool = 2 * POOL_PER_SOURCE
+    result = airrep(
+        "attribute",
+        "--dataset",
+        "pool",
+        "--queries",
+        str(workspace["targets"]),
+        "--k",
+        "100",
+        "--index",
+        index,
+        "--preset",
+        "tiny",
+        "--format",
+        "jsonl",
+        "--root",
+        workspace["root"],
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"note: --k 100 is more than half of the {pool} pool examples: listing 24 per " in (
+        result.stderr
+    )
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    fewer = False
+    for query in read_queries(workspace["targets"]):
+        lists = {
+            direction: [
+                r["example_id"]
+                for r in records
+                if r["query_id"] == query.example_id and r["direction"] == direction
+            ]
+            for direction in ("helpful", "harmful")
+        }
+        assert not set(lists["helpful"]) & set(lists["harmful"])
+        if index == "exact":
+            assert len(lists["helpful"]) == len(lists["harmful"]) == pool // 2
+        fewer |= min(len(ids) for ids in lists.values()) < pool // 2
+    assert fewer == ("fewer than 24 examples" in result.stderr)
 
 
 def test_cli_group_influence_matches_the_formula(app, workspace, encoder) -> None:
