@@ -149,3 +149,67 @@ def test_ivf_index_with_every_cell_probed_is_exact_and_saves(tmp_path) -> None:
     np.testing.assert_array_equal(
         loaded.search(queries, 10, nprobe=4).indices, index.search(queries, 10, nprobe=4).indices
     )
+
+
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count (the exact search's worker count) for one test, then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 1000, 1024, 2500, 100_000])
+def test_float16_store_equals_float32_store_of_the_rounded_vectors(tmp_path, chunk_rows) -> None:
+    rng = np.random.default_rng(7)
+    half = rng.standard_normal((3001, 48)).astype(np.float16)
+    queries = rng.standard_normal((5, 48)).astype(np.float32)
+    np.save(tmp_path / "half.npy", half)
+    stored = np.load(tmp_path / "half.npy", mmap_mode="r")  # read-only, as a store view
+    rounded = half.astype(np.float32)
+    top16, bottom16 = exact_top_and_bottom_k(queries, stored, 10, chunk_rows=chunk_rows)
+    top32, bottom32 = exact_top_and_bottom_k(queries, rounded, 10, chunk_rows=chunk_rows)
+    for got, want in ((top16, top32), (bottom16, bottom32)):
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.scores, want.scores)  # bit for bit, not to rounding
+    _, order = brute_force(queries, rounded, 10, largest=True)
+    np.testing.assert_array_equal(top16.indices, order)
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 1000, 1024, 2048, 10_000])
+def test_chunked_equals_one_shot_across_product_blocks(chunk_rows) -> None:
+    rng = np.random.default_rng(8)
+    matrix = rng.standard_normal((2600, 32)).astype(np.float32)
+    queries = rng.standard_normal((6, 32)).astype(np.float32)
+    one_shot = exact_top_k(queries, matrix, 10, chunk_rows=10_000)
+    chunked = exact_top_k(queries, matrix, 10, chunk_rows=chunk_rows)
+    np.testing.assert_array_equal(chunked.indices, one_shot.indices)
+    np.testing.assert_allclose(chunked.scores, one_shot.scores, rtol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_worker_threads_give_the_same_result_with_ties(torch_threads, threads, dtype) -> None:
+    rng = np.random.default_rng(9)
+    matrix = rng.integers(-2, 3, size=(5000, 4)).astype(dtype)  # every score ties thousands
+    queries = rng.integers(-1, 2, size=(4, 4)).astype(np.float32)
+    queries[0] = 0.0
+    torch_threads(threads)
+    top, bottom = exact_top_and_bottom_k(queries, matrix, 25, chunk_rows=700)
+    for result, largest in ((top, True), (bottom, False)):
+        scores, order = brute_force(queries, matrix, 25, largest)
+        np.testing.assert_array_equal(result.indices, order)
+        np.testing.assert_array_equal(result.scores, scores)
+
+
+def test_read_only_memory_map_is_searched_without_warnings(tmp_path) -> None:
+    import warnings
+
+    np.save(tmp_path / "m.npy", np.eye(4, dtype=np.float16))
+    stored = np.load(tmp_path / "m.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = exact_top_k(np.eye(4, dtype=np.float32)[2:3], stored, 1)
+    assert result.indices.tolist() == [[2]]
