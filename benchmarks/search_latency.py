@@ -72,17 +72,24 @@ def clustered(rows: int, dim: int, clusters: int, seed: int) -> np.ndarray:
     return matrix
 
 
-def timed_rounds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each run in each of ``repeats`` rounds (one warm-up call first)."""
+def timed_rounds(
+    runs: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, list[tuple[float, float]]]:
+    """(wall, process CPU) seconds of each run in each of ``repeats`` rounds (after one warm-up
+    call each). CPU seconds count every thread's work and not the waits for a busy core."""
     for run in runs.values():
         run()
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    seconds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             run()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     return seconds
+
+
+def best_wall(runs: list[tuple[float, float]]) -> float:
+    return min(wall for wall, _ in runs)
 
 
 def main() -> None:
@@ -120,7 +127,7 @@ def main() -> None:
             )
     seconds = timed_rounds({**reads, **searches}, args.repeats)
 
-    read_gbs = {name: matrix.nbytes / min(seconds[name]) / 1e9 for name in reads}
+    read_gbs = {name: matrix.nbytes / best_wall(seconds[name]) / 1e9 for name in reads}
     peak = max(read_gbs.values())
     print(
         f"matrix {args.rows:,} x {args.dim}: float32 {matrix.nbytes / 1e9:.2f} GB, "
@@ -150,28 +157,32 @@ def main() -> None:
 
     print(f"\nIVF nlist={args.nlist} build (train + add): {build:.1f} s\n")
     print(
-        "| method | queries | best (ms) | median (ms) | per query (ms) | GB/s read "
+        "| method | queries | best (ms) | median (ms) | CPU (ms) | per query (ms) | GB/s read "
         f"| of {peak:.1f} GB/s measured | recall@10 |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for key, runs in seconds.items():
         if key in reads:
             continue
         name, n = key.split("|")
-        best, median = min(runs), statistics.median(runs)
+        best, median = best_wall(runs), statistics.median(wall for wall, _ in runs)
+        cpu = min(cpu for _, cpu in runs)
         if name.startswith("exact"):
             gbs = stores[name.split()[1]].nbytes / best / 1e9
             read, fraction, recall = f"{gbs:.1f}", f"{gbs / peak:.0%}", "1.000 (exact)"
         else:
             read, fraction, recall = "-", "-", f"{recalls[int(name.split('=')[1])]:.3f}"
         print(
-            f"| {name} | {n} | {1000 * best:.1f} | {1000 * median:.1f} | "
+            f"| {name} | {n} | {1000 * best:.1f} | {1000 * median:.1f} | {1000 * cpu:.1f} | "
             f"{1000 * best / int(n):.2f} | {read} | {fraction} | {recall} |"
         )
 
     print()
     for n in (1, args.batch):
-        f32, f16 = min(seconds[f"exact float32|{n}"]), min(seconds[f"exact float16|{n}"])
+        f32, f16 = (
+            best_wall(seconds[f"exact float32|{n}"]),
+            best_wall(seconds[f"exact float16|{n}"]),
+        )
         verdict = "no slower" if f16 <= f32 else "SLOWER"
         print(
             f"float16 vs float32, {n} quer{'y' if n == 1 else 'ies'}: {1000 * f16:.1f} ms vs "
@@ -179,7 +190,7 @@ def main() -> None:
         )
     for dtype, stored in stores.items():
         floor = 1000 * stored.nbytes / peak / 1e9
-        one = 1000 * min(seconds[f"exact {dtype}|1"])
+        one = 1000 * best_wall(seconds[f"exact {dtype}|1"])
         print(
             f"one query, {dtype}: {one:.1f} ms; floor at {peak:.1f} GB/s: "
             f"{stored.nbytes / 1e9:.2f} GB / {peak:.1f} GB/s = {floor:.1f} ms; "
@@ -197,6 +208,7 @@ def main() -> None:
         f"recall@10 {default_recall:.3f} at nlist={args.nlist}, "
         f"{'meets' if default_recall >= TARGET_RECALL else 'BELOW'} {TARGET_RECALL}"
     )
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"\nreproduce: .venv/bin/python -m benchmarks.search_latency {' '.join(sys.argv[1:])}")
 
 
