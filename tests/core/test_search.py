@@ -43,10 +43,11 @@ def test_exact_top_k_equals_stable_argsort(seed, chunk_rows, k, largest) -> None
     assert result.indices.dtype == np.int64 and result.scores.dtype == np.float32
 
 
-@pytest.mark.parametrize("chunk_rows", [5, 64, 1000])
-def test_chunked_equals_one_shot_on_continuous_float16_data(chunk_rows) -> None:
+@pytest.mark.parametrize("chunk_rows", [5, 64, 1000, 1024, 2048])
+@pytest.mark.parametrize(("rows", "dtype"), [(777, np.float16), (2600, np.float32)])
+def test_chunked_equals_one_shot_on_continuous_data(chunk_rows, rows, dtype) -> None:
     rng = np.random.default_rng(3)
-    matrix = rng.standard_normal((777, 32)).astype(np.float16)
+    matrix = rng.standard_normal((rows, 32)).astype(dtype)  # 2600 rows: several product blocks
     queries = rng.standard_normal((9, 32)).astype(np.float32)
     one_shot = exact_top_k(queries, matrix, 10, chunk_rows=10_000)
     chunked = exact_top_k(queries, matrix, 10, chunk_rows=chunk_rows)
@@ -176,17 +177,6 @@ def test_float16_store_equals_float32_store_of_the_rounded_vectors(tmp_path, chu
         np.testing.assert_array_equal(got.scores, want.scores)  # bit for bit, not to rounding
     _, order = brute_force(queries, rounded, 10, largest=True)
     np.testing.assert_array_equal(top16.indices, order)
-
-
-@pytest.mark.parametrize("chunk_rows", [5, 1000, 1024, 2048, 10_000])
-def test_chunked_equals_one_shot_across_product_blocks(chunk_rows) -> None:
-    rng = np.random.default_rng(8)
-    matrix = rng.standard_normal((2600, 32)).astype(np.float32)
-    queries = rng.standard_normal((6, 32)).astype(np.float32)
-    one_shot = exact_top_k(queries, matrix, 10, chunk_rows=10_000)
-    chunked = exact_top_k(queries, matrix, 10, chunk_rows=chunk_rows)
-    np.testing.assert_array_equal(chunked.indices, one_shot.indices)
-    np.testing.assert_allclose(chunked.scores, one_shot.scores, rtol=1e-6)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
