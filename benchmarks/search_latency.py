@@ -204,7 +204,11 @@ def main() -> None:
                 "met"
                 if one <= TARGET_ONE_QUERY_MS
                 else "not met"
-                + (" (impossible: the floor exceeds it)" if floor > TARGET_ONE_QUERY_MS else "")
+                + (
+                    " (out of reach at the bandwidth measured now: the floor exceeds it)"
+                    if floor > TARGET_ONE_QUERY_MS
+                    else ""
+                )
             )
         )
     default_recall = recalls[defaults.nprobe]
