@@ -203,3 +203,29 @@ def test_read_only_memory_map_is_searched_without_warnings(tmp_path) -> None:
         warnings.simplefilter("error")
         result = exact_top_k(np.eye(4, dtype=np.float32)[2:3], stored, 1)
     assert result.indices.tolist() == [[2]]
+
+
+def test_search_latency_benchmark_reports_its_verdicts() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from airrep_core.config.embedding import SearchConfig
+
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "benchmarks.search_latency", "--rows", "3000", "--dim", "16"]
+    command += ["--clusters", "20", "--batch", "4", "--repeats", "1", "--nlist", "8"]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    out, default = done.stdout, SearchConfig()
+    assert "streaming read bandwidth (float32 matrix, measured now)" in out
+    assert "float16 vs float32, 1 query:" in out and "float16 vs float32, 4 queries:" in out
+    assert "one query, float16:" in out and "floor at" in out
+    assert f"(SearchConfig nlist={default.nlist}, nprobe={default.nprobe}): recall@10" in out
