@@ -59,7 +59,7 @@ def attribute(
     *,
     chunk_rows: int = 32768,
     index: IvfIndex | None = None,
-    nprobe: int = 16,
+    nprobe: int = 64,
 ) -> tuple[TopK, TopK]:
     """(most helpful, most harmful) training rows of each query.
 
@@ -67,7 +67,7 @@ def attribute(
         query_embeddings: ``(n_query, d)`` float32.
         train_embeddings: ``(n_train, d)`` float32 or float16 (e.g. a memory-mapped view).
         k: rows per query and direction (``min(k, n_train)`` come back).
-        chunk_rows: rows per matrix product of the exact search.
+        chunk_rows: stored rows per selection step of the exact search.
         index: an approximate :class:`IvfIndex` over ``train_embeddings``; None = exact.
         nprobe: cells the approximate index visits per query.
     Returns:

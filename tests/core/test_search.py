@@ -43,10 +43,11 @@ def test_exact_top_k_equals_stable_argsort(seed, chunk_rows, k, largest) -> None
     assert result.indices.dtype == np.int64 and result.scores.dtype == np.float32
 
 
-@pytest.mark.parametrize("chunk_rows", [5, 64, 1000])
-def test_chunked_equals_one_shot_on_continuous_float16_data(chunk_rows) -> None:
+@pytest.mark.parametrize("chunk_rows", [5, 64, 1000, 1024, 2048])
+@pytest.mark.parametrize(("rows", "dtype"), [(777, np.float16), (2600, np.float32)])
+def test_chunked_equals_one_shot_on_continuous_data(chunk_rows, rows, dtype) -> None:
     rng = np.random.default_rng(3)
-    matrix = rng.standard_normal((777, 32)).astype(np.float16)
+    matrix = rng.standard_normal((rows, 32)).astype(dtype)  # 2600 rows: several product blocks
     queries = rng.standard_normal((9, 32)).astype(np.float32)
     one_shot = exact_top_k(queries, matrix, 10, chunk_rows=10_000)
     chunked = exact_top_k(queries, matrix, 10, chunk_rows=chunk_rows)
@@ -149,3 +150,82 @@ def test_ivf_index_with_every_cell_probed_is_exact_and_saves(tmp_path) -> None:
     np.testing.assert_array_equal(
         loaded.search(queries, 10, nprobe=4).indices, index.search(queries, 10, nprobe=4).indices
     )
+
+
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count (the exact search's worker count) for one test, then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 1000, 1024, 2500, 100_000])
+def test_float16_store_equals_float32_store_of_the_rounded_vectors(tmp_path, chunk_rows) -> None:
+    rng = np.random.default_rng(7)
+    half = rng.standard_normal((3001, 48)).astype(np.float16)
+    queries = rng.standard_normal((5, 48)).astype(np.float32)
+    np.save(tmp_path / "half.npy", half)
+    stored = np.load(tmp_path / "half.npy", mmap_mode="r")  # read-only, as a store view
+    rounded = half.astype(np.float32)
+    top16, bottom16 = exact_top_and_bottom_k(queries, stored, 10, chunk_rows=chunk_rows)
+    top32, bottom32 = exact_top_and_bottom_k(queries, rounded, 10, chunk_rows=chunk_rows)
+    for got, want in ((top16, top32), (bottom16, bottom32)):
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.scores, want.scores)  # bit for bit, not to rounding
+    _, order = brute_force(queries, rounded, 10, largest=True)
+    np.testing.assert_array_equal(top16.indices, order)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_worker_threads_give_the_same_result_with_ties(torch_threads, threads, dtype) -> None:
+    rng = np.random.default_rng(9)
+    matrix = rng.integers(-2, 3, size=(5000, 4)).astype(dtype)  # every score ties thousands
+    queries = rng.integers(-1, 2, size=(4, 4)).astype(np.float32)
+    queries[0] = 0.0
+    torch_threads(threads)
+    top, bottom = exact_top_and_bottom_k(queries, matrix, 25, chunk_rows=700)
+    for result, largest in ((top, True), (bottom, False)):
+        scores, order = brute_force(queries, matrix, 25, largest)
+        np.testing.assert_array_equal(result.indices, order)
+        np.testing.assert_array_equal(result.scores, scores)
+
+
+def test_read_only_memory_map_is_searched_without_warnings(tmp_path) -> None:
+    import warnings
+
+    np.save(tmp_path / "m.npy", np.eye(4, dtype=np.float16))
+    stored = np.load(tmp_path / "m.npy", mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = exact_top_k(np.eye(4, dtype=np.float32)[2:3], stored, 1)
+    assert result.indices.tolist() == [[2]]
+
+
+def test_search_latency_benchmark_reports_its_verdicts() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from airrep_core.config.embedding import SearchConfig
+
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "benchmarks.search_latency", "--rows", "3000", "--dim", "16"]
+    command += ["--clusters", "20", "--batch", "4", "--repeats", "1", "--nlist", "8"]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    out, default = done.stdout, SearchConfig()
+    assert "streaming read bandwidth (float32 matrix, measured now)" in out
+    assert "float16 vs float32, 1 query:" in out and "float16 vs float32, 4 queries:" in out
+    assert "one query, float16:" in out and "floor at" in out
+    assert f"(SearchConfig nlist={default.nlist}, nprobe={default.nprobe}): recall@10" in out
