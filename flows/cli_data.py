@@ -21,7 +21,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.events import DATASET_UPDATED, emit_dataset_updated
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
     DatasetVersion,
@@ -121,6 +120,8 @@ def import_command(
                 progress, store, paths, name, mapping=mapping, skip_invalid=skip_invalid
             )
         console.print(_summary(version, time.perf_counter() - start), highlight=False)
+        from flows.events import DATASET_UPDATED, emit_dataset_updated  # imports Prefect
+
         if version.created and emit_dataset_updated(version, store.root.uri) is not None:
             console.print(f"emitted {DATASET_UPDATED} for {name} {version.short_version}")
 
@@ -140,6 +141,8 @@ def import_samples_command(root: RootOption = None) -> None:
                 )
                 summaries.append(_summary(version, time.perf_counter() - start))
                 if version.created:
+                    from flows.events import emit_dataset_updated  # imports Prefect
+
                     emit_dataset_updated(version, store.root.uri)
         for line in summaries:
             console.print(line, highlight=False)
