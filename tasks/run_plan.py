@@ -1,0 +1,339 @@
+"""What ``airrep run --preset P`` will cost before it starts: its stages, their units of work,
+what the store already holds, and the expected time on this machine from a short probe.
+
+The probe measures, on this machine, the quantities the stages are made of: loading the target
+LM and running one label unit with the preset's fine-tuning config (fine-tune on one subset,
+evaluate the targets), loading the encoder and encoding one batch, and the start-up imports.
+Each stage's time is its unit counts times those measurements (``estimate``); the fixed costs no
+probe measures (the Prefect server's start, task orchestration) are the constants below.
+
+What is cached: the run record (``tasks.run_record``: everything, a rerun only prints), the
+datasets, the base LM, the label splits and each label unit (their content keys are computed as
+the pipeline computes them). Stages after the labels count as to do unless the run record exists,
+so the estimate of a partly cached store is an upper bound.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+
+from airrep_core.config.pipeline import PipelineConfig
+from airrep_core.examples import Example
+from storage.artifacts import ArtifactStore
+from storage.datasets import latest_version, list_datasets, read_examples
+from storage.errors import DataValidationError
+from storage.formats import input_files, make_extractor, read_records
+from storage.sample_data import SAMPLE_DATASETS
+from tasks.run_record import read_run_record
+
+PREFECT_START_S = 10.0
+"""The ephemeral Prefect server's start (measured 8–12 s on a loaded 2-core machine)."""
+TASK_OVERHEAD_S = 0.4
+"""Prefect orchestration per task run (state changes through the server)."""
+RERUN_S = 6.0
+"""A rerun answered by the run record: import check of the sample data and printing."""
+GRADIENT_METHODS = ("grad_dot", "logra", "trak")
+ENCODER_METHODS = ("airrep", "airrep_mean", "encoder")
+LM_FORWARD_METHODS = ("rds",)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Seconds measured on this machine for the preset's models.
+
+    Attributes:
+        imports_s: importing torch, transformers and Prefect.
+        lm_load_s: loading the target LM for fine-tuning (``SubsetFinetuner``).
+        unit_s: one label unit: fine-tune on one subset (``subset_size`` examples, the preset's
+            epochs) and evaluate ``n_targets`` targets.
+        encoder_load_s: loading the encoder backbone.
+        encoder_batch_s: encoding one batch of ``embedding.batch_size`` examples.
+    """
+
+    imports_s: float
+    lm_load_s: float
+    unit_s: float
+    encoder_load_s: float
+    encoder_batch_s: float
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: its units of work, how many the store already holds, its expected seconds."""
+
+    stage: str
+    units: str
+    total: int
+    cached: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The plan of a run: its stages, the probe they were estimated from, the total."""
+
+    preset: str
+    root: str
+    stages: list[StagePlan]
+    probe: Probe | None
+    recorded: bool
+
+    @property
+    def seconds(self) -> float:
+        """Expected wall time of the whole run."""
+        return sum(s.seconds for s in self.stages)
+
+
+def plan_run(
+    store: ArtifactStore, preset: str, config: PipelineConfig, import_data: bool = True
+) -> RunPlan:
+    """The plan of ``airrep run --preset preset`` on ``store`` (probes this machine unless the
+    run is recorded: then a rerun only prints)."""
+    if read_run_record(store, config.to_dict(), evaluate=True) is not None:
+        stages = [StagePlan("recorded run (prints the stored result)", "run", 1, 1, RERUN_S)]
+        return RunPlan(preset, store.root.uri, stages, None, recorded=True)
+    cached = cached_label_work(store, config)
+    probe = measure_probe(store, config)
+    return RunPlan(
+        preset, store.root.uri, estimate(config, probe, cached, import_data), probe, False
+    )
+
+
+def estimate(
+    config: PipelineConfig, probe: Probe, cached: dict[str, int], import_data: bool = True
+) -> list[StagePlan]:
+    """Each stage's units and expected seconds from ``probe`` (``cached``: units in the store by
+    kind, ``datasets``, ``base``, ``splits``, ``units``)."""
+    labels, enc, emb, ev = config.labels, config.encoder.train, config.embedding, config.evaluation
+    sampling, finetune = labels.sampling, labels.finetune
+    per_example_grad = probe.unit_s / max(finetune.epochs * sampling.subset_size, 1)
+    encode_each = probe.encoder_batch_s / emb.batch_size
+
+    stages = []
+    n_samples = len(SAMPLE_DATASETS) if import_data else 0
+    stages.append(
+        StagePlan(
+            "start-up (imports, Prefect server)",
+            "process",
+            1,
+            0,
+            probe.imports_s + PREFECT_START_S,
+        )
+    )
+    stages.append(
+        StagePlan(
+            "import datasets", "sample datasets", n_samples, cached["datasets"], 0.6 * n_samples
+        )
+    )
+
+    units = sampling.n_splits * sampling.n_subsets
+    warmup_units = (
+        labels.base.max_steps
+        * labels.base.batch_size
+        / max(finetune.epochs * sampling.subset_size, 1)
+        if labels.base.is_scratch
+        else 0.0
+    )
+    base_s = 0.0 if cached["base"] else probe.lm_load_s + warmup_units * probe.unit_s
+    todo = units - cached["units"]
+    label_s = base_s + (probe.lm_load_s + todo * probe.unit_s if todo else 0.0)
+    stages.append(
+        StagePlan("generate labels", "fine-tunes (subsets)", units, cached["units"], label_s)
+    )
+
+    teacher_s = 0.0
+    if enc.teacher_steps:
+        teacher = config.encoder.teacher
+        examples = teacher.n_targets + teacher.n_candidates
+        teacher_s = probe.lm_load_s + examples * per_example_grad
+    distinct = sampling.n_splits * (sampling.pool_size + sampling.n_targets)
+    steps = enc.steps + enc.teacher_steps
+    encoder_s = (
+        probe.encoder_load_s
+        + teacher_s
+        + distinct * encode_each
+        + steps * (enc.targets_per_step + enc.subsets_per_step) * encode_each
+    )
+    stages.append(StagePlan("train the encoder", "training steps", steps, 0, encoder_s))
+
+    pool = config.pool_rows or 0
+    batches = math.ceil(pool / emb.batch_size) if pool else 0
+    stages.append(
+        StagePlan(
+            "embed the pool",
+            "encoder batches",
+            batches,
+            0,
+            probe.encoder_load_s + batches * probe.encoder_batch_s,
+        )
+    )
+    stages.append(
+        StagePlan("attribute an example", "query", 1, 0, probe.encoder_load_s + encode_each)
+    )
+
+    gt = ev.sampling
+    gt_fine_tunes = gt.n_subsets + ev.noise_subsets
+    gt_unit_s = probe.unit_s * (gt.subset_size / max(sampling.subset_size, 1))
+    examples = gt.pool_size + gt.n_test
+    methods = list(ev.methods)
+    per_set = (
+        probe.lm_load_s
+        + gt_fine_tunes * gt_unit_s
+        + sum(_method_s(m, examples, probe, per_example_grad, encode_each) for m in methods)
+    )
+    n_sets = len(ev.eval_sets)
+    extras = _extras_s(config, probe, per_example_grad, encode_each)
+    tasks_n = n_sets * (1 + len(methods)) + len(ev.classification_tasks) + 2
+    evaluation_s = n_sets * per_set + extras + tasks_n * TASK_OVERHEAD_S
+    stages.append(
+        StagePlan(
+            "evaluate against the baselines",
+            f"ground-truth fine-tunes ({n_sets} sets) + {len(methods)} baselines",
+            n_sets * gt_fine_tunes,
+            0,
+            evaluation_s,
+        )
+    )
+    return stages
+
+
+def _method_s(
+    method: str, examples: int, probe: Probe, per_example_grad: float, encode_each: float
+) -> float:
+    """One attribution method over ``examples`` (pool and test) examples."""
+    if method in GRADIENT_METHODS:
+        return probe.lm_load_s + examples * per_example_grad
+    if method in ENCODER_METHODS:
+        return probe.encoder_load_s + examples * encode_each
+    if method in LM_FORWARD_METHODS:
+        return probe.lm_load_s + examples * per_example_grad / 3
+    return 0.1  # lexical (tfidf, bm25)
+
+
+def _extras_s(
+    config: PipelineConfig, probe: Probe, per_example_grad: float, encode_each: float
+) -> float:
+    """The classification and data-selection tests of the evaluation."""
+    ev = config.evaluation
+    classification_examples = 2 * ev.classification_pool_per_class + ev.classification_queries
+    classification = sum(
+        _method_s(m, classification_examples, probe, per_example_grad, encode_each)
+        for m in ev.classification_methods
+    ) * len(ev.classification_tasks)
+    selection_examples = ev.selection_pool_per_set * len(ev.selection_pool_sets)
+    selection = sum(
+        _method_s(m, selection_examples, probe, per_example_grad, encode_each)
+        for m in ev.selection_methods
+    ) + (1 + ev.selection_random_draws * len(ev.selection_methods)) * probe.unit_s * (
+        ev.selection_size / max(config.labels.sampling.subset_size, 1)
+    )
+    return classification + selection
+
+
+def measure_probe(store: ArtifactStore, config: PipelineConfig) -> Probe:
+    """Time the preset's models on this machine (seconds to a minute at ``tiny``/``mini``)."""
+    started = time.perf_counter()
+    import prefect  # noqa: F401  (timed: the run imports it)
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    from airrep_core.base_model import init_scratch_model
+    from airrep_core.encoder import AirRepEncoder
+    from airrep_core.finetune import SubsetFinetuner
+    from airrep_core.lm_tokenizer import train_bpe_tokenizer
+
+    imports_s = time.perf_counter() - started
+    examples = _probe_examples(store, config)
+    sampling, base = config.labels.sampling, config.labels.base
+    with tempfile.TemporaryDirectory(prefix="airrep-probe-") as tmp:
+        model = base.model
+        if base.is_scratch:
+            texts = [f"{e.prompt}\n{e.response}" for e in examples]
+            tokenizer = train_bpe_tokenizer(texts, base.vocab_size)
+            init_scratch_model(base, tokenizer).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            model = tmp
+        started = time.perf_counter()
+        finetuner = SubsetFinetuner(model, config.labels.finetune)
+        lm_load_s = time.perf_counter() - started
+        subset = examples[: sampling.subset_size]
+        targets = examples[sampling.subset_size : sampling.subset_size + sampling.n_targets]
+        started = time.perf_counter()
+        finetuner.run(subset, targets or subset)
+        unit_s = time.perf_counter() - started
+    train = config.encoder.train
+    started = time.perf_counter()
+    encoder = AirRepEncoder.from_backbone(train.encoder, max_length=train.max_length)
+    encoder_load_s = time.perf_counter() - started
+    batch = [encoder.example_text(e) for e in examples[: config.embedding.batch_size]]
+    started = time.perf_counter()
+    encoder.encode(batch, config.embedding.batch_size)
+    encoder_batch_s = time.perf_counter() - started
+    return Probe(imports_s, lm_load_s, unit_s, encoder_load_s, encoder_batch_s)
+
+
+def _probe_examples(store: ArtifactStore, config: PipelineConfig) -> list[Example]:
+    """Examples to probe with: the corpus when it is imported, else the pool's sample files
+    (read, not imported: a plan changes nothing in the store)."""
+    wanted = max(
+        config.labels.sampling.subset_size + config.labels.sampling.n_targets,
+        config.embedding.batch_size,
+    )
+    if config.corpus in list_datasets(store):
+        version = latest_version(store, config.corpus)
+        rows = read_examples(store, version.ref).slice(0, wanted).to_pylist()
+        return [Example(r["example_id"], r["prompt"], r["response"]) for r in rows]
+    if config.pool not in SAMPLE_DATASETS:
+        raise ValueError(
+            f"cannot probe: dataset {config.corpus!r} is not in {store.root.uri} and "
+            f"{config.pool!r} is not a sample dataset ({sorted(SAMPLE_DATASETS)})"
+        )
+    found: list[Example] = []
+    extract = None
+    for path in input_files(SAMPLE_DATASETS[config.pool].paths()):
+        for item in read_records(path):
+            if isinstance(item, DataValidationError):
+                continue
+            if extract is None:
+                _, extract = make_extractor(item, None)
+            found += [Example(f"probe-{len(found)}", r.prompt, r.response) for r in extract(item)]
+            if len(found) >= wanted:
+                return found[:wanted]
+    return found
+
+
+def cached_label_work(store: ArtifactStore, config: PipelineConfig) -> dict[str, int]:
+    """How much of the import and label stages the store holds: ``datasets`` (sample datasets
+    present), ``base`` and ``splits`` (0/1) and ``units`` (label units)."""
+    present = set(list_datasets(store))
+    cached = {
+        "datasets": sum(name in present for name in SAMPLE_DATASETS),
+        "base": 0,
+        "splits": 0,
+        "units": 0,
+    }
+    if config.corpus not in present:
+        return cached
+    from tasks import labels
+
+    corpus = labels.load_corpus(store, latest_version(store, config.corpus))
+    base_key = labels.base_key(corpus, config.labels.base)
+    splits_key = labels.splits_key(corpus, config.labels.sampling, config.labels.base)
+    cached["base"] = int(store.exists(labels.BASE_STAGE, base_key))
+    cached["splits"] = int(store.exists(labels.SPLITS_STAGE, splits_key))
+    if not (cached["base"] and cached["splits"]):
+        return cached
+    base_ref = store.get(labels.BASE_STAGE, base_key)
+    splits = labels.read_splits(store, store.get(labels.SPLITS_STAGE, splits_key))
+    cached["units"] = sum(
+        store.exists(
+            labels.UNIT_STAGE,
+            labels.unit_key(corpus, base_ref, split, j, config.labels.finetune)[0],
+        )
+        for split in splits
+        for j in split.subset_ids
+    )
+    return cached
