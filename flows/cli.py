@@ -83,7 +83,7 @@ def run_command(
     from airrep_core.config.pipeline import EncoderStageConfig, PipelineConfig
     from storage.root import default_root_uri
 
-    root = root or default_root_uri()
+    store_root = root or default_root_uri()
     config = PipelineConfig.preset(preset)
     if recipe is not None:
         encoder = EncoderStageConfig.preset(preset, train={"recipe": recipe})
@@ -93,11 +93,11 @@ def run_command(
         from tasks.run_plan import plan_run
 
         with console.status("probing this machine with the preset's models"):
-            run_plan = plan_run(open_store(root), preset, config, import_data)
+            run_plan = plan_run(open_store(store_root), preset, config, import_data)
         _print_plan(run_plan)
         return
     started = time.perf_counter()
-    result = _recorded_result(root, config, import_data)
+    result = _recorded_result(store_root, config, import_data)
     if result is None:
         # Only Prefect's warnings reach the terminal (its run logs still reach the UI); each
         # stage shows one progress row instead.
@@ -155,7 +155,7 @@ def _recorded_result(root: str, config: PipelineConfig, import_data: bool) -> di
 def _print_plan(plan: RunPlan) -> None:
     table = Table(title=f"airrep run --preset {plan.preset} --root {plan.root}: the plan")
     for column in ("stage", "units of work", "total", "in the store", "expected"):
-        table.add_column(column, justify="right" if column in ("total", "in the store") else None)
+        table.add_column(column, justify="right" if column in ("total", "in the store") else "left")
     for s in plan.stages:
         table.add_row(s.stage, s.units, f"{s.total:,}", f"{s.cached:,}", _duration(s.seconds))
     table.add_row("[bold]total", "", "", "", f"[bold]{_duration(plan.seconds)}")

@@ -178,21 +178,27 @@ def estimate(
     gt_fine_tunes = gt.n_subsets + ev.noise_subsets
     gt_unit_s = probe.unit_s * (gt.subset_size / max(sampling.subset_size, 1))
     examples = gt.pool_size + gt.n_test
-    methods = list(ev.methods)
-    per_set = (
-        probe.lm_load_s
-        + gt_fine_tunes * gt_unit_s
-        + sum(_method_s(m, examples, probe, per_example_grad, encode_each) for m in methods)
-    )
-    n_sets = len(ev.eval_sets)
+
+    def per_set(methods: tuple[str, ...]) -> float:
+        """One evaluation set: its ground-truth fine-tunes and every method's scores."""
+        return (
+            probe.lm_load_s
+            + gt_fine_tunes * gt_unit_s
+            + sum(_method_s(m, examples, probe, per_example_grad, encode_each) for m in methods)
+        )
+
+    n_sets, n_transfer = len(ev.eval_sets), len(ev.transfer_eval_sets)
+    transfer_s = 0.0
+    if n_transfer:  # a second base LM (warm-up) and its ground truths
+        transfer_s = warmup_units * probe.unit_s + n_transfer * per_set(ev.transfer_methods)
     extras = _extras_s(config, probe, per_example_grad, encode_each)
-    tasks_n = n_sets * (1 + len(methods)) + len(ev.classification_tasks) + 2
-    evaluation_s = n_sets * per_set + extras + tasks_n * TASK_OVERHEAD_S
+    tasks_n = (n_sets + n_transfer) * (1 + len(ev.methods)) + len(ev.classification_tasks) + 2
+    evaluation_s = n_sets * per_set(ev.methods) + transfer_s + extras + tasks_n * TASK_OVERHEAD_S
     stages.append(
         StagePlan(
             "evaluate against the baselines",
-            f"ground-truth fine-tunes ({n_sets} sets) + {len(methods)} baselines",
-            n_sets * gt_fine_tunes,
+            f"ground-truth fine-tunes ({n_sets + n_transfer} sets) + {len(ev.methods)} baselines",
+            (n_sets + n_transfer) * gt_fine_tunes,
             0,
             evaluation_s,
         )
@@ -227,7 +233,7 @@ def _extras_s(
     selection = sum(
         _method_s(m, selection_examples, probe, per_example_grad, encode_each)
         for m in ev.selection_methods
-    ) + (1 + ev.selection_random_draws * len(ev.selection_methods)) * probe.unit_s * (
+    ) + (ev.selection_random_draws + len(ev.selection_methods)) * probe.unit_s * (
         ev.selection_size / max(config.labels.sampling.subset_size, 1)
     )
     return classification + selection

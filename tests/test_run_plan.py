@@ -83,7 +83,7 @@ def test_plan_estimate_within_2x_of_the_tiny_run_and_the_rerun_answers_from_the_
     """On a fresh root: the plan, then the real ``make run`` command (clean output: no
     traceback, ERROR or WARNING line, no third-party progress bar), then an unchanged rerun."""
     root = (tmp_path / "store").as_uri()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}  # rich: no wrapped cells
     command = [sys.executable, "-m", "flows.cli", "run", "--preset", "tiny", "--root", root]
 
     shown = subprocess.run([*command, "--plan"], env=env, cwd=REPO, capture_output=True, text=True)
