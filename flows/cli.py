@@ -96,12 +96,12 @@ def run_command(
             run_plan = plan_run(open_store(store_root), preset, config, import_data)
         _print_plan(run_plan)
         return
+    # Only Prefect's warnings reach the terminal (its run logs still reach the UI); each stage
+    # shows one progress row instead. Prefect reads this when first imported, below.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     started = time.perf_counter()
     result = _recorded_result(store_root, config, import_data)
     if result is None:
-        # Only Prefect's warnings reach the terminal (its run logs still reach the UI); each
-        # stage shows one progress row instead.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
         from flows.pipeline import pipeline_flow
         from tasks.monitoring import terminal_progress
 
@@ -163,9 +163,10 @@ def _print_plan(plan: RunPlan) -> None:
     if plan.probe is not None:
         p = plan.probe
         console.print(
-            f"Measured here: imports {p.imports_s:.1f}s, target LM load {p.lm_load_s:.2f}s, one "
-            f"label unit (fine-tune + targets) {p.unit_s:.2f}s, encoder load "
-            f"{p.encoder_load_s:.2f}s, one embedding batch {p.encoder_batch_s:.2f}s.",
+            f"Measured here: imports {p.imports_s:.1f}s; target LM: load {p.lm_load_s:.2f}s, "
+            f"fine-tuning step {p.lm_step_s:.3f}s, batch of target losses "
+            f"{p.lm_eval_batch_s:.3f}s; encoder: load {p.encoder_load_s:.2f}s, batch "
+            f"{p.encoder_batch_s:.3f}s.",
             highlight=False,
         )
 

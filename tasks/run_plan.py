@@ -2,8 +2,9 @@
 what the store already holds, and the expected time on this machine from a short probe.
 
 The probe measures, on this machine, the quantities the stages are made of: loading the target
-LM and running one label unit with the preset's fine-tuning config (fine-tune on one subset,
-evaluate the targets), loading the encoder and encoding one batch, and the start-up imports.
+LM (and its first step's extra time), one fine-tuning step and one batch of target losses with
+the preset's fine-tuning config, loading the encoder and encoding one batch, and the start-up
+imports (seconds at ``tiny``, about a minute at ``mini`` on a loaded 2-core machine).
 Each stage's time is its unit counts times those measurements (``estimate``); the fixed costs no
 probe measures (the Prefect server's start, task orchestration) are the constants below.
 
@@ -18,8 +19,10 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
+from airrep_core.config.labels import FinetuneConfig
 from airrep_core.config.pipeline import PipelineConfig
 from airrep_core.examples import Example
 from storage.artifacts import ArtifactStore
@@ -31,8 +34,12 @@ from tasks.run_record import read_run_record
 
 PREFECT_START_S = 10.0
 """The ephemeral Prefect server's start (measured 8–12 s on a loaded 2-core machine)."""
-TASK_OVERHEAD_S = 0.4
-"""Prefect orchestration per task run (state changes through the server)."""
+TASK_OVERHEAD_S = 2.5
+"""What a task run costs beyond the work the probe times: Prefect's state changes, reading its
+inputs from the store (a 47,000-row corpus for most), tokenizing. Calibrated on this 2-core
+machine: the tiny run's measured time less the probe-based part, over its 29 task runs."""
+SHARD_SIZE = 8
+"""Label units per shard (``pipeline_flow``'s default)."""
 RERUN_S = 6.0
 """A rerun answered by the run record: import check of the sample data and printing."""
 GRADIENT_METHODS = ("grad_dot", "logra", "trak")
@@ -46,18 +53,29 @@ class Probe:
 
     Attributes:
         imports_s: importing torch, transformers and Prefect.
-        lm_load_s: loading the target LM for fine-tuning (``SubsetFinetuner``).
-        unit_s: one label unit: fine-tune on one subset (``subset_size`` examples, the preset's
-            epochs) and evaluate ``n_targets`` targets.
+        lm_load_s: what each task pays to start on the target LM: loading it for fine-tuning
+            (``SubsetFinetuner``) and its first step's extra time (allocations, kernel choice).
+        lm_step_s: one fine-tuning step (``finetune.batch_size`` examples) once warm.
+        lm_eval_batch_s: the losses of one batch of ``finetune.eval_batch_size`` targets.
         encoder_load_s: loading the encoder backbone.
         encoder_batch_s: encoding one batch of ``embedding.batch_size`` examples.
     """
 
     imports_s: float
     lm_load_s: float
-    unit_s: float
+    lm_step_s: float
+    lm_eval_batch_s: float
     encoder_load_s: float
     encoder_batch_s: float
+
+    def unit_s(self, finetune: FinetuneConfig, subset_size: int, n_targets: int) -> float:
+        """One fine-tune-and-evaluate unit: ``epochs`` passes over ``subset_size`` examples,
+        then the losses of ``n_targets`` targets."""
+        steps = finetune.epochs * math.ceil(subset_size / finetune.batch_size)
+        return (
+            steps * self.lm_step_s
+            + math.ceil(n_targets / finetune.eval_batch_size) * self.lm_eval_batch_s
+        )
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,8 @@ def estimate(
     kind, ``datasets``, ``base``, ``splits``, ``units``)."""
     labels, enc, emb, ev = config.labels, config.encoder.train, config.embedding, config.evaluation
     sampling, finetune = labels.sampling, labels.finetune
-    per_example_grad = probe.unit_s / max(finetune.epochs * sampling.subset_size, 1)
+    unit_s = probe.unit_s(finetune, sampling.subset_size, sampling.n_targets)
+    per_example_grad = probe.lm_step_s / finetune.batch_size
     encode_each = probe.encoder_batch_s / emb.batch_size
 
     stages = []
@@ -125,21 +144,29 @@ def estimate(
     )
     stages.append(
         StagePlan(
-            "import datasets", "sample datasets", n_samples, cached["datasets"], 0.6 * n_samples
+            "import datasets",
+            "sample datasets",
+            n_samples,
+            cached["datasets"],
+            (n_samples + 1) * TASK_OVERHEAD_S,  # and the P3 template split
         )
     )
 
     units = sampling.n_splits * sampling.n_subsets
-    warmup_units = (
-        labels.base.max_steps
-        * labels.base.batch_size
-        / max(finetune.epochs * sampling.subset_size, 1)
-        if labels.base.is_scratch
+    base = labels.base
+    warmup_s = (  # warm-up steps, scaled by their tokens per step
+        base.max_steps
+        * probe.lm_step_s
+        * (base.batch_size * base.block_size)
+        / (finetune.batch_size * finetune.max_length)
+        if base.is_scratch
         else 0.0
     )
-    base_s = 0.0 if cached["base"] else probe.lm_load_s + warmup_units * probe.unit_s
+    base_s = 0.0 if cached["base"] else probe.lm_load_s + warmup_s
     todo = units - cached["units"]
-    label_s = base_s + (probe.lm_load_s + todo * probe.unit_s if todo else 0.0)
+    shards = math.ceil(units / SHARD_SIZE)
+    label_s = base_s + (probe.lm_load_s + todo * unit_s if todo else 0.0)
+    label_s += (3 + shards) * TASK_OVERHEAD_S  # base, splits, shards, gather
     stages.append(
         StagePlan("generate labels", "fine-tunes (subsets)", units, cached["units"], label_s)
     )
@@ -157,6 +184,7 @@ def estimate(
         + distinct * encode_each
         + steps * (enc.targets_per_step + enc.subsets_per_step) * encode_each
     )
+    encoder_s += 3 * TASK_OVERHEAD_S  # base (found), teacher, training
     stages.append(StagePlan("train the encoder", "training steps", steps, 0, encoder_s))
 
     pool = config.pool_rows or 0
@@ -167,16 +195,22 @@ def estimate(
             "encoder batches",
             batches,
             0,
-            probe.encoder_load_s + batches * probe.encoder_batch_s,
+            probe.encoder_load_s + batches * probe.encoder_batch_s + 2 * TASK_OVERHEAD_S,
         )
     )
     stages.append(
-        StagePlan("attribute an example", "query", 1, 0, probe.encoder_load_s + encode_each)
+        StagePlan(
+            "attribute an example",
+            "query",
+            1,
+            0,
+            probe.encoder_load_s + encode_each + TASK_OVERHEAD_S,
+        )
     )
 
     gt = ev.sampling
     gt_fine_tunes = gt.n_subsets + ev.noise_subsets
-    gt_unit_s = probe.unit_s * (gt.subset_size / max(sampling.subset_size, 1))
+    gt_unit_s = probe.unit_s(ev.finetune, gt.subset_size, gt.n_test)
     examples = gt.pool_size + gt.n_test
 
     def per_set(methods: tuple[str, ...]) -> float:
@@ -190,9 +224,9 @@ def estimate(
     n_sets, n_transfer = len(ev.eval_sets), len(ev.transfer_eval_sets)
     transfer_s = 0.0
     if n_transfer:  # a second base LM (warm-up) and its ground truths
-        transfer_s = warmup_units * probe.unit_s + n_transfer * per_set(ev.transfer_methods)
+        transfer_s = warmup_s + n_transfer * per_set(ev.transfer_methods)
     extras = _extras_s(config, probe, per_example_grad, encode_each)
-    tasks_n = (n_sets + n_transfer) * (1 + len(ev.methods)) + len(ev.classification_tasks) + 2
+    tasks_n = (n_sets + n_transfer) * (2 + len(ev.methods)) + 1  # set, truth, scores; report
     evaluation_s = n_sets * per_set(ev.methods) + transfer_s + extras + tasks_n * TASK_OVERHEAD_S
     stages.append(
         StagePlan(
@@ -233,14 +267,15 @@ def _extras_s(
     selection = sum(
         _method_s(m, selection_examples, probe, per_example_grad, encode_each)
         for m in ev.selection_methods
-    ) + (ev.selection_random_draws + len(ev.selection_methods)) * probe.unit_s * (
-        ev.selection_size / max(config.labels.sampling.subset_size, 1)
+    ) + (ev.selection_random_draws + len(ev.selection_methods)) * (
+        probe.lm_load_s + probe.unit_s(ev.finetune, ev.selection_size, ev.sampling.n_test)
     )
     return classification + selection
 
 
 def measure_probe(store: ArtifactStore, config: PipelineConfig) -> Probe:
-    """Time the preset's models on this machine (seconds to a minute at ``tiny``/``mini``)."""
+    """Time the preset's models on this machine (a scratch target LM is built untrained: its
+    speed does not depend on its weights)."""
     started = time.perf_counter()
     import prefect  # noqa: F401  (timed: the run imports it)
     import torch  # noqa: F401
@@ -253,7 +288,7 @@ def measure_probe(store: ArtifactStore, config: PipelineConfig) -> Probe:
 
     imports_s = time.perf_counter() - started
     examples = _probe_examples(store, config)
-    sampling, base = config.labels.sampling, config.labels.base
+    base = config.labels.base
     with tempfile.TemporaryDirectory(prefix="airrep-probe-") as tmp:
         model = base.model
         if base.is_scratch:
@@ -262,23 +297,29 @@ def measure_probe(store: ArtifactStore, config: PipelineConfig) -> Probe:
             init_scratch_model(base, tokenizer).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             model = tmp
+        finetune = replace(config.labels.finetune, epochs=1)
         started = time.perf_counter()
-        finetuner = SubsetFinetuner(model, config.labels.finetune)
-        lm_load_s = time.perf_counter() - started
-        subset = examples[: sampling.subset_size]
-        targets = examples[sampling.subset_size : sampling.subset_size + sampling.n_targets]
-        started = time.perf_counter()
-        finetuner.run(subset, targets or subset)
-        unit_s = time.perf_counter() - started
+        finetuner = SubsetFinetuner(model, finetune)
+        load_s = time.perf_counter() - started
+        one_step = examples[: finetune.batch_size]  # one epoch of one batch: one step
+        first_s = _seconds(lambda: finetuner.train(one_step))
+        lm_step_s = _seconds(lambda: finetuner.train(one_step))
+        targets = examples[: finetune.eval_batch_size]
+        lm_eval_batch_s = _seconds(lambda: finetuner.target_losses(targets))
+    lm_load_s = load_s + max(first_s - lm_step_s, 0.0)
     train = config.encoder.train
     started = time.perf_counter()
     encoder = AirRepEncoder.from_backbone(train.encoder, max_length=train.max_length)
     encoder_load_s = time.perf_counter() - started
     batch = [encoder.example_text(e) for e in examples[: config.embedding.batch_size]]
+    encoder_batch_s = _seconds(lambda: encoder.encode(batch, config.embedding.batch_size))
+    return Probe(imports_s, lm_load_s, lm_step_s, lm_eval_batch_s, encoder_load_s, encoder_batch_s)
+
+
+def _seconds(work: Callable[[], object]) -> float:
     started = time.perf_counter()
-    encoder.encode(batch, config.embedding.batch_size)
-    encoder_batch_s = time.perf_counter() - started
-    return Probe(imports_s, lm_load_s, unit_s, encoder_load_s, encoder_batch_s)
+    work()
+    return time.perf_counter() - started
 
 
 def _probe_examples(store: ArtifactStore, config: PipelineConfig) -> list[Example]:

@@ -14,7 +14,7 @@ import pytest
 
 from airrep_core.config.pipeline import PipelineConfig
 from storage.artifacts import ArtifactStore
-from tasks.run_plan import Probe, cached_label_work, estimate, plan_run
+from tasks.run_plan import TASK_OVERHEAD_S, Probe, cached_label_work, estimate, plan_run
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = [
@@ -26,7 +26,14 @@ STAGES = [
     "attribute an example",
     "evaluate against the baselines",
 ]
-PROBE = Probe(imports_s=5.0, lm_load_s=0.1, unit_s=1.0, encoder_load_s=0.5, encoder_batch_s=0.2)
+PROBE = Probe(
+    imports_s=5.0,
+    lm_load_s=0.1,
+    lm_step_s=0.2,
+    lm_eval_batch_s=0.1,
+    encoder_load_s=0.5,
+    encoder_batch_s=0.2,
+)
 NOTHING = {"datasets": 0, "base": 0, "splits": 0, "units": 0}
 
 
@@ -47,8 +54,11 @@ def test_plan_units_follow_the_preset() -> None:
 def test_plan_time_scales_with_the_probe_and_drops_with_cached_units() -> None:
     tiny = PipelineConfig.preset("tiny")
     base = {s.stage: s.seconds for s in estimate(tiny, PROBE, NOTHING)}
-    slower = {s.stage: s.seconds for s in estimate(tiny, replace(PROBE, unit_s=2.0), NOTHING)}
-    assert slower["generate labels"] > 1.9 * base["generate labels"] - PROBE.lm_load_s
+    twice = replace(PROBE, lm_step_s=0.4, lm_eval_batch_s=0.2)
+    slower = {s.stage: s.seconds for s in estimate(tiny, twice, NOTHING)}
+    load = 2 * PROBE.lm_load_s + 4 * TASK_OVERHEAD_S  # base LM, shard; 4 task runs
+    assert slower["generate labels"] - load == pytest.approx(2 * (base["generate labels"] - load))
+    assert PROBE.unit_s(tiny.labels.finetune, 8, 6) == pytest.approx(2 * 2 * 0.2 + 0.1)
     cached = {"datasets": 5, "base": 1, "splits": 1, "units": 8}
     done = {s.stage: s for s in estimate(tiny, PROBE, cached)}
     assert done["generate labels"].cached == 8
