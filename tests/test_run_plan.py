@@ -109,6 +109,7 @@ def test_plan_estimate_within_2x_of_the_tiny_run_and_the_rerun_answers_from_the_
     output = first.stdout + first.stderr
     for noise in ("Traceback", "ERROR", "WARNING", "it/s]"):
         assert noise not in output, output
+    print(f"tiny: plan {plan.seconds:.0f} s, run {seconds:.0f} s")
     assert plan.seconds / 2 <= seconds <= plan.seconds * 2, (plan.seconds, seconds)
 
     started = time.perf_counter()
