@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export VLLM_ENABLE_V1_MULTIPROCESSING := 0
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 
-.PHONY: setup run test test-slow lint bench clean-venv
+.PHONY: setup run plan test test-slow lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml constraints.txt
 ## Main job: the pipeline on embedded defaults (ephemeral Prefect, local store).
 run: setup
 	$(VENV)/bin/airrep run --preset $(PRESET)
+
+## What `make run PRESET=...` will cost on this machine (stages, units, cached, expected time).
+plan: setup
+	$(VENV)/bin/airrep run --preset $(PRESET) --plan
 
 ## The default test suite (what CI runs). The vLLM tests run in their own process: a vLLM engine
 ## cannot start in a process where numba/llvmlite were imported by other tests (bm25s imports them).

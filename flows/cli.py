@@ -9,8 +9,9 @@ builds). ``airrep COMMAND --help`` explains each one; failures end in one line
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,7 +23,11 @@ from flows.cli_bench import bench_app
 from flows.cli_data import data_app
 from flows.cli_errors import GuardedTyper, open_checked_store
 from flows.cli_store import store_app
-from tasks.references import StepRef, open_store
+
+if TYPE_CHECKING:
+    from airrep_core.config.pipeline import PipelineConfig
+    from tasks.references import StepRef
+    from tasks.run_plan import RunPlan
 
 app = GuardedTyper(
     help=(
@@ -66,28 +71,118 @@ def run_command(
             "from a random projection); default: the preset's."
         ),
     ] = None,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="Print the stages, their units of work, what the store already holds and the "
+            "expected time on this machine (from a short measured probe); run nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Run the AirRep pipeline in-process: import data, generate labels, train the encoder, embed
     the pool, attribute an example, and evaluate against the baselines. Uses Prefect's ephemeral
     mode unless PREFECT_API_URL points at a server; every stage whose artifact exists in the
-    store is skipped."""
+    store is skipped, and a rerun of an unchanged run prints its recorded result without
+    starting Prefect or loading a model."""
     from airrep_core.config.pipeline import EncoderStageConfig, PipelineConfig
-    from flows.pipeline import pipeline_flow
+    from storage.root import default_root_uri
 
     open_checked_store(root, writable=True)  # fail fast on a root that cannot work
-    config = None
+    store_root = root or default_root_uri()
+    config = PipelineConfig.preset(preset)
     if recipe is not None:
         encoder = EncoderStageConfig.preset(preset, train={"recipe": recipe})
         config = PipelineConfig.preset(preset, encoder=encoder)
+    if plan:
+        from tasks.references import open_store
+        from tasks.run_plan import plan_run
+
+        with console.status("probing this machine with the preset's models"):
+            run_plan = plan_run(open_store(store_root), preset, config, import_data)
+        _print_plan(run_plan)
+        return
+    # Only Prefect's warnings reach the terminal (its run logs still reach the UI); each stage
+    # shows one progress row instead. Prefect reads this when first imported, below.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     started = time.perf_counter()
-    result = pipeline_flow(
-        preset=preset,
-        root=root,
-        config=config,
-        import_data=import_data,
-        parallel_shards=parallel_shards,
-    )
+    result = _recorded_result(store_root, config, import_data)
+    if result is None:
+        from flows.pipeline import pipeline_flow
+        from tasks.monitoring import terminal_progress
+
+        with terminal_progress(console):
+            result = pipeline_flow(
+                preset=preset,
+                root=root,
+                config=config,
+                import_data=import_data,
+                parallel_shards=parallel_shards,
+            )
     _print_result(result, time.perf_counter() - started)
+
+
+def _recorded_result(root: str, config: PipelineConfig, import_data: bool) -> dict | None:
+    """The recorded result of an identical earlier run (``tasks.run_record``), after importing
+    the sample datasets when asked (a new version means a new run: its update event is emitted
+    here, as the pipeline's import then finds the version already published)."""
+    from storage.datasets import import_dataset
+    from storage.formats import FieldMapping
+    from storage.sample_data import SAMPLE_DATASETS
+    from tasks.references import open_store
+    from tasks.run_record import read_run_record
+
+    store = open_store(root)
+    if import_data:
+        with console.status("checking the sample datasets for changes"):
+            versions = [
+                import_dataset(
+                    store,
+                    sample.paths(),
+                    sample.name,
+                    mapping=FieldMapping(),
+                    skip_invalid=sample.skip_invalid,
+                )
+                for sample in SAMPLE_DATASETS.values()
+            ]
+        created = [v for v in versions if v.created]
+        if created:
+            from flows.events import emit_dataset_updated
+
+            for version in created:
+                emit_dataset_updated(version, root)
+            return None
+    result = read_run_record(store, config.to_dict(), evaluate=True)
+    if result is not None:
+        console.print("Every stage's artifact is in the store: the recorded result of that run.")
+    return result
+
+
+def _print_plan(plan: RunPlan) -> None:
+    table = Table(title=f"airrep run --preset {plan.preset} --root {plan.root}: the plan")
+    for column in ("stage", "units of work", "total", "in the store", "expected"):
+        table.add_column(column, justify="right" if column in ("total", "in the store") else "left")
+    for s in plan.stages:
+        table.add_row(s.stage, s.units, f"{s.total:,}", f"{s.cached:,}", _duration(s.seconds))
+    table.add_row("[bold]total", "", "", "", f"[bold]{_duration(plan.seconds)}")
+    console.print(table)
+    if plan.probe is not None:
+        p = plan.probe
+        console.print(
+            f"Measured here: imports {p.imports_s:.1f}s; target LM: load {p.lm_load_s:.2f}s, "
+            f"fine-tuning step {p.lm_step_s:.3f}s, batch of target losses "
+            f"{p.lm_eval_batch_s:.3f}s; encoder: load {p.encoder_load_s:.2f}s, batch "
+            f"{p.encoder_batch_s:.3f}s.",
+            highlight=False,
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _print_result(result: dict, seconds: float) -> None:
@@ -118,14 +213,15 @@ def _print_result(result: dict, seconds: float) -> None:
 
 def _print_evaluation(ref: StepRef) -> None:
     """The LDS section of the evaluation report, and where the whole report is."""
-    from airrep_core.evaluation.report import MARKDOWN_FILE
+    from tasks.references import open_store
 
     report = ref.resolve()
-    text = open_store(ref.root).read_bytes(report, MARKDOWN_FILE).decode("utf-8")
+    report_file = next(f for f in report.metadata["files"] if f.endswith(".md"))
+    text = open_store(ref.root).read_bytes(report, report_file).decode("utf-8")
     lds_section = text.split("\n## ")[1].split("\n## ")[0]
     console.print(Markdown("## " + lds_section))
     console.print(
-        f"Whole report (classification, selection, chart): {report.file_uri(MARKDOWN_FILE)}"
+        f"Whole report (classification, selection, chart): {report.file_uri(report_file)}"
     )
 
 

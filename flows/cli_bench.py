@@ -16,7 +16,6 @@ import time
 import typer
 
 from storage.artifacts import ArtifactStore
-from tasks.evaluation import run_bench
 
 bench_app = typer.Typer(
     help="Benchmarks: LDS of AirRep and the baselines against ground-truth retraining.",
@@ -65,6 +64,8 @@ def lds_command(
         raise typer.BadParameter(f"{preset!r} is not one of {BENCH_PRESETS}", param_hint="--preset")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from tasks.evaluation import run_bench  # imports torch and Prefect
+
     store = ArtifactStore(root)
     started = time.perf_counter()
     result = run_bench(

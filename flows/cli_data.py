@@ -23,7 +23,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.cli_errors import debug_enabled, open_checked_store
-from flows.events import DATASET_UPDATED, emit_dataset_updated
 from storage.artifacts import ArtifactStore
 from storage.datasets import (
     NAME_MAX_LENGTH,
@@ -152,6 +151,8 @@ def import_command(
                 progress, store, paths, name, mapping=mapping, skip_invalid=skip_invalid
             )
         console.print(_summary(version, time.perf_counter() - start), highlight=False)
+        from flows.events import DATASET_UPDATED, emit_dataset_updated  # imports Prefect
+
         if version.changed and emit_dataset_updated(version, store.root.uri) is not None:
             console.print(f"emitted {DATASET_UPDATED} for {name} {version.short_version}")
 
@@ -171,6 +172,8 @@ def import_samples_command(root: RootOption = None) -> None:
                 )
                 summaries.append(_summary(version, time.perf_counter() - start))
                 if version.changed:
+                    from flows.events import emit_dataset_updated  # imports Prefect
+
                     emit_dataset_updated(version, store.root.uri)
         for line in summaries:
             console.print(line, highlight=False)

@@ -49,7 +49,6 @@ from storage.datasets import (
 from storage.errors import DataValidationError, StorageError
 from storage.formats import file_stem, input_files, read_records
 from storage.shapes import file_rows
-from tasks.embeddings import open_index, refresh_embeddings, resolve_encoder, write_selection
 
 OUTPUT_FORMATS = ("table", "jsonl", "parquet")
 PRESETS = ("tiny", "mini", "paper")
@@ -270,6 +269,8 @@ def embed_command(
     """Embed a dataset version with an encoder checkpoint (only rows not embedded yet)."""
     with _clear_errors():
         store = _store(root, writable=True)
+        from tasks.embeddings import refresh_embeddings, resolve_encoder  # imports torch
+
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
         overrides = {"dtype": dtype, "part_rows": part_rows}
@@ -312,6 +313,8 @@ def attribute_command(
     with _clear_errors():
         store = _store(root)
         query_list = _queries_from_options(prompt, response, queries, "queries")
+        from tasks.embeddings import open_index, resolve_encoder  # imports torch
+
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
         if k < 1:
@@ -350,6 +353,8 @@ def group_influence_command(
         store = _store(root)
         target_list = _queries_from_options(prompt, response, targets, "targets")
         ids = read_subset_ids(subset)
+        from tasks.embeddings import open_index, resolve_encoder  # imports torch
+
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
         config = SearchConfig(pooling=pooling)
@@ -381,6 +386,8 @@ def select_command(
         check_output_path(output)
         store = _store(root, writable=True)
         target_list = read_queries(target)
+        from tasks.embeddings import open_index, resolve_encoder, write_selection  # imports torch
+
         encoder_ref = resolve_encoder(store, encoder)
         chosen = _dataset(store, dataset, version)
         attribution, _ = open_index(store, encoder_ref, chosen, _search_config(preset), dtype=dtype)

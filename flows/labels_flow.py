@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from airrep_core.config.labels import FinetuneConfig, LabelsConfig
 from tasks import labels
 from tasks.label_tasks import (
+    SHARD_TIMEOUT_S,
     Unit,
     gather_labels,
     label_shard,
@@ -49,7 +50,12 @@ def shard_name(index: int, units: Sequence[Unit]) -> str:
     return f"{index}-s{first[0]}.{first[1]}-s{last[0]}.{last[1]}"
 
 
-@flow(name="label-shard", flow_run_name="label-shard-{name}", log_prints=True)
+@flow(
+    name="label-shard",
+    flow_run_name="label-shard-{name}",
+    timeout_seconds=SHARD_TIMEOUT_S,
+    log_prints=True,
+)
 def label_shard_flow(
     root: str,
     dataset: StepRef,

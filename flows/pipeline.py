@@ -27,8 +27,9 @@ from tasks.data_tasks import import_dataset_task, resolve_dataset_task
 from tasks.embedding_tasks import as_dataset_version, attribution_example_task
 from tasks.evaluation_tasks import split_p3_task
 from tasks.label_tasks import prepare_base_model
-from tasks.monitoring import publish_markdown, run_logger
-from tasks.references import StepRef
+from tasks.monitoring import publish_markdown, run_logger, stage
+from tasks.references import StepRef, open_store
+from tasks.run_record import write_run_record
 
 
 def import_samples(root: str) -> dict[str, StepRef]:
@@ -68,46 +69,52 @@ def pipeline_flow(
         evaluate: run the ``evaluate`` stage (LDS against the baselines) at the end.
     Returns:
         The ``StepRef`` of every stage's artifact (``evaluation`` is None when not evaluated),
-        and the attribution example's records.
+        and the attribution example's records. The same is recorded in the store
+        (``tasks.run_record``), where ``airrep run`` finds it when nothing changed.
     """
     root = root or default_root_uri()
     config = config or PipelineConfig.preset(preset)
     logger = run_logger()
     needed = {config.corpus, config.pool, config.query_dataset}
-    if import_data:
-        datasets = import_samples(root)
-        missing = needed - set(datasets)
-        datasets.update({name: resolve_dataset_task(root, name) for name in missing})
-    else:
-        datasets = {name: resolve_dataset_task(root, name) for name in needed}
-
-    labels = generate_labels_flow(
-        root,
-        datasets[config.corpus],
-        config.labels,
-        dispatch=dispatch,
-        shard_size=shard_size,
-        parallel_shards=parallel_shards,
-    )
-    base = prepare_base_model(root, datasets[config.corpus], config.labels.base)
-    encoder = train_encoder_flow(root, datasets[config.corpus], labels, config.encoder, base)
-    pool, embeddings = refresh_embeddings_flow(
-        root, encoder, datasets[config.pool], config.pool_rows, config.embedding
-    )
-    example = attribution_example_task(root, encoder, pool, datasets[config.query_dataset])
+    with stage("import datasets"):
+        if import_data:
+            datasets = import_samples(root)
+            missing = needed - set(datasets)
+            datasets.update({name: resolve_dataset_task(root, name) for name in missing})
+        else:
+            datasets = {name: resolve_dataset_task(root, name) for name in needed}
+    with stage("generate labels"):
+        labels = generate_labels_flow(
+            root,
+            datasets[config.corpus],
+            config.labels,
+            dispatch=dispatch,
+            shard_size=shard_size,
+            parallel_shards=parallel_shards,
+        )
+    with stage("train the encoder"):
+        base = prepare_base_model(root, datasets[config.corpus], config.labels.base)
+        encoder = train_encoder_flow(root, datasets[config.corpus], labels, config.encoder, base)
+    with stage("embed the pool"):
+        pool, embeddings = refresh_embeddings_flow(
+            root, encoder, datasets[config.pool], config.pool_rows, config.embedding
+        )
+    with stage("attribute an example"):
+        example = attribution_example_task(root, encoder, pool, datasets[config.query_dataset])
     evaluation = None
     if evaluate:
         command = f"airrep run --preset {preset}" + (f" --root {root}" if root else "")
-        evaluation = evaluate_flow(
-            root, datasets[config.corpus], encoder, base, config.evaluation, command
-        )
+        with stage("evaluate against the baselines"):
+            evaluation = evaluate_flow(
+                root, datasets[config.corpus], encoder, base, config.evaluation, command
+            )
     logger.info("pipeline done: encoder %s, embeddings %s", encoder.key[:12], embeddings.key[:12])
     publish_markdown(
         "pipeline-report",
         _report(preset, labels, encoder, embeddings, evaluation, example),
         f"AirRep pipeline ({preset})",
     )
-    return {
+    result = {
         "datasets": datasets,
         "labels": labels,
         "encoder": encoder,
@@ -116,6 +123,8 @@ def pipeline_flow(
         "evaluation": evaluation,
         "example": example,
     }
+    write_run_record(open_store(root), config.to_dict(), evaluate, result)
+    return result
 
 
 @flow(name="airrep-rebuild", flow_run_name="rebuild-{dataset}-{version:.12}", log_prints=True)

@@ -1,6 +1,9 @@
 """Prefect tasks of label generation: thin wrappers around ``tasks.labels`` returning ``StepRef``s.
 
-Fine-tuning tasks carry the ``gpu`` tag (a concurrency limit on it bounds GPU use) and a timeout.
+Fine-tuning tasks carry the ``gpu`` tag (a concurrency limit on it bounds GPU use). The base
+model's task has a timeout; a label shard has none: the label flow runs shards in worker threads,
+where Prefect cannot enforce one (it warns for each shard), and the ``label-shard`` deployment's
+flow carries the timeout instead.
 """
 
 from __future__ import annotations
@@ -62,7 +65,6 @@ def sample_splits(
     task_run_name="label-shard-{shard_name}",
     cache_policy=store_verified_cache(),
     tags=["gpu"],
-    timeout_seconds=SHARD_TIMEOUT_S,
     **IO_RETRY_OPTIONS,
 )
 def label_shard(

@@ -127,13 +127,18 @@ def load_corpus(store: ArtifactStore, dataset: DatasetLike) -> Corpus:
     return Corpus(ref.key, examples, hashes)
 
 
+def base_key(corpus: Corpus, config: BaseModelConfig) -> str:
+    """The key of the ``label-base`` artifact of ``config`` (a scratch model's input: the corpus)."""
+    return content_key(BASE_STAGE, config.to_dict(), [corpus.key] if config.is_scratch else [])
+
+
 def build_base(store: ArtifactStore, corpus: Corpus, config: BaseModelConfig) -> ArtifactRef:
     """The ``label-base`` artifact (built when absent): θ₀ as a HF model directory.
 
     Its manifest metadata is the ``BaseModelReport`` (held-out loss before/after the warm-up).
     """
     inputs = [corpus.key] if config.is_scratch else []
-    key = content_key(BASE_STAGE, config.to_dict(), inputs)
+    key = base_key(corpus, config)
 
     def writer(staging: Path) -> dict[str, Any]:
         report = build_base_model(list(corpus.examples.values()), config, staging)
@@ -143,12 +148,21 @@ def build_base(store: ArtifactStore, corpus: Corpus, config: BaseModelConfig) ->
     return store.build(BASE_STAGE, key, config=config.to_dict(), inputs=inputs, writer=writer)
 
 
+def _splits_config(sampling: SamplingConfig, base: BaseModelConfig) -> dict[str, Any]:
+    return {"sampling": sampling.to_dict(), "base_corpus_share": base.corpus_share}
+
+
+def splits_key(corpus: Corpus, sampling: SamplingConfig, base: BaseModelConfig) -> str:
+    """The key of the ``label-splits`` artifact drawn from ``corpus``."""
+    return content_key(SPLITS_STAGE, _splits_config(sampling, base), [corpus.key])
+
+
 def build_splits(
     store: ArtifactStore, corpus: Corpus, sampling: SamplingConfig, base: BaseModelConfig
 ) -> ArtifactRef:
     """The ``label-splits`` artifact: splits drawn from the corpus outside the base share."""
-    config = {"sampling": sampling.to_dict(), "base_corpus_share": base.corpus_share}
-    key = content_key(SPLITS_STAGE, config, [corpus.key])
+    config = _splits_config(sampling, base)
+    key = splits_key(corpus, sampling, base)
 
     def writer(staging: Path) -> dict[str, Any]:
         _, label_ids = partition_corpus(corpus.examples, base.corpus_share)
