@@ -28,8 +28,9 @@ from airrep_core.examples import Example
 from storage.artifacts import ArtifactStore
 from storage.datasets import latest_version, list_datasets, read_examples
 from storage.errors import DataValidationError
-from storage.formats import input_files, make_extractor, read_records
+from storage.formats import input_files, read_records
 from storage.sample_data import SAMPLE_DATASETS
+from storage.shapes import file_rows
 from tasks.run_record import read_run_record
 
 PREFECT_START_S = 10.0
@@ -347,16 +348,13 @@ def _probe_examples(store: ArtifactStore, config: PipelineConfig) -> list[Exampl
             f"{config.pool!r} is not a sample dataset ({sorted(SAMPLE_DATASETS)})"
         )
     found: list[Example] = []
-    extract = None
     for path in input_files(SAMPLE_DATASETS[config.pool].paths()):
-        for item in read_records(path):
-            if isinstance(item, DataValidationError):
+        for row in file_rows(read_records(path), None).items:
+            if isinstance(row, DataValidationError):
                 continue
-            if extract is None:
-                _, extract = make_extractor(item, None)
-            found += [Example(f"probe-{len(found)}", r.prompt, r.response) for r in extract(item)]
+            found.append(Example(f"probe-{len(found)}", row.prompt, row.response))
             if len(found) >= wanted:
-                return found[:wanted]
+                return found
     return found
 
 
