@@ -1,5 +1,6 @@
-"""The ``evaluate`` stage flow: LDS ground truth per evaluation set, every method's scores, the
-classification / data-selection / transfer tests and the report (DESIGN.md §3).
+"""The ``evaluate`` stage flow: the held-out check first, then LDS ground truth per evaluation
+set, every method's scores, the classification / data-selection / transfer tests and the report
+(DESIGN.md §3).
 
 Each ground truth and each (method, set) score is its own task run, named after the set and the
 method; all of them are cached in the store, so a new version of one evaluation set reruns only
@@ -13,10 +14,13 @@ from prefect.runtime import flow_run
 
 from airrep_core.config.evaluation import EvaluationConfig
 from tasks.evaluation_tasks import (
+    check_held_out_task,
+    classify_task,
     evaluation_report_task,
     ground_truth_task,
     resolve_eval_set_task,
     score_method_task,
+    select_task,
 )
 from tasks.label_tasks import prepare_base_model
 from tasks.monitoring import run_logger
@@ -64,6 +68,7 @@ def evaluate_flow(
         The ``evaluation-report`` artifact (Markdown, Parquet tables, PNG chart).
     """
     logger = run_logger()
+    check_held_out_task(root, encoder, config)  # before any ground truth is computed
     truths = ground_truths(root, config.eval_sets, base, config)
     transfer_base = None
     if config.transfer_eval_sets:
@@ -81,5 +86,9 @@ def evaluate_flow(
         methods = config.transfer_methods if label.startswith("transfer:") else config.methods
         for method in config.method_list(methods):
             scores.append(score_method_task(root, method, truth, encoder, config))
+    if config.classification_tasks:
+        scores += classify_task(root, encoder, base, config)
+    if config.selection_methods:
+        scores += select_task(root, encoder, base, config)
     logger.info("%d ground truths scored; writing the report", len(truths))
     return evaluation_report_task(root, config, encoder, base, scores, transfer_base, command)

@@ -3,7 +3,8 @@ data lower the target task's loss more than a random choice?
 
 Stage and key (``content_key(stage, config, inputs)``):
 
-- ``data-selection``: one selection (a method's top N, or N random) for the target task, its
+- ``data-selection``: one selection (a method's N, taken round-robin over the target examples' rankings
+  as ``airrep select`` ships them, or N random) for the target task, its
   fine-tune (a label unit) and the target loss. The candidates are a seeded draw from the pool
   sets' train pools (never a test example); inputs: the merged corpus, the base LM and what the
   method reads.
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airrep_core.config.evaluation import EvaluationConfig
-from airrep_core.evaluation.selection import random_selection, select_top_n
+from airrep_core.evaluation.selection import random_selection, shipped_selection
 from airrep_core.examples import Example
 from airrep_core.sampling import Split
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
@@ -83,6 +84,7 @@ def select_and_finetune(
     LM's loss before any fine-tune)."""
     stage_config = {
         "selection": selection,
+        "rule": "random" if selection == "random" else "round_robin",
         "settings": {} if selection == "random" else factory.settings(selection),
         "target": config.selection_target,
         "pool_sets": list(config.selection_pool_sets),
@@ -109,7 +111,7 @@ def select_and_finetune(
         else:
             attributor = factory.build(selection, base_ref.key)
             attributor.fit(candidates)
-            chosen = [select_top_n(attributor.score(targets), config.selection_size)]
+            chosen = [shipped_selection(attributor.score(targets), config.selection_size)]
         losses = []
         for draw, indices in enumerate(chosen):
             members = tuple(sorted(candidate_ids[i] for i in indices))

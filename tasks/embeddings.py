@@ -26,7 +26,7 @@ import pyarrow as pa
 from airrep_core.attribution import AttributionIndex, ExampleEncoder, SelectedExample
 from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
 from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import MAX_PROMPT_WORDS, encoder_text
+from airrep_core.examples import Example
 from airrep_core.hybrid import lexical_index
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples
@@ -75,19 +75,21 @@ def resolve_encoder(store: ArtifactStore, key: str | None = None) -> ArtifactRef
     return matches[0]
 
 
-def embed_function(encoder: ExampleEncoder | AirRepEncoder, config: EmbeddingConfig):
-    """``rows -> (n, d) float32``: the encoder on the encoder text of each row, prompt cut to the
-    encoder's own ``max_prompt_words`` (as for queries and training), default 256 words."""
-    max_prompt_words = getattr(encoder, "max_prompt_words", MAX_PROMPT_WORDS)
+def embed_function(encoder: ExampleEncoder, config: EmbeddingConfig):
+    """``rows -> (n, d) float32``: ``encoder.encode_examples`` of each row, so a stored example
+    gets exactly the text (and vector) it gets as a query."""
 
     def embed(rows: pa.Table) -> np.ndarray:
-        texts = [
-            encoder_text(p, r, max_prompt_words)
-            for p, r in zip(
-                rows.column("prompt").to_pylist(), rows.column("response").to_pylist(), strict=True
+        examples = [
+            Example(str(i), p, r)
+            for i, p, r in zip(
+                rows.column("example_id").to_pylist(),
+                rows.column("prompt").to_pylist(),
+                rows.column("response").to_pylist(),
+                strict=True,
             )
         ]
-        return encoder.encode(texts, config.batch_size, precision=config.precision)
+        return encoder.encode_examples(examples, config.batch_size, precision=config.precision)
 
     return embed
 

@@ -102,6 +102,41 @@ def _lds_rows(
     return rows, keys
 
 
+def check_encoder_held_out(
+    store: ArtifactStore, config: EvaluationConfig, encoder_ref: ArtifactRef
+) -> list[str]:
+    """``ValueError`` when the dataset ``encoder_ref`` was trained on shares an example (by content
+    hash) with any evaluation set ``config`` reads (``check_held_out``); returns those sets."""
+    names = used_sets(config)
+    corpora = {name: labels.load_corpus(store, resolve_eval_dataset(store, name)) for name in names}
+    check_held_out(store, encoder_ref.inputs[1], corpora)
+    return names
+
+
+def classifications(
+    store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
+) -> list[ArtifactRef]:
+    """The ``classification-scores`` artifact of every (test, method) of ``config``."""
+    return [
+        classify(store, task, method, config, factory, base_ref.key)
+        for task in config.classification_tasks
+        for method in config.method_list(config.classification_methods)
+    ]
+
+
+def selections(
+    store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
+) -> list[ArtifactRef]:
+    """The ``data-selection`` artifacts of ``random`` and every selection method (none when
+    ``config.selection_methods`` is empty)."""
+    if not config.selection_methods:
+        return []
+    return [
+        select_and_finetune(store, selection, config, factory, base_ref)
+        for selection in ["random", *config.method_list(config.selection_methods)]
+    ]
+
+
 def evaluate(
     store: ArtifactStore,
     config: EvaluationConfig,
@@ -115,38 +150,31 @@ def evaluate(
 
     Args:
         encoder_ref: the AirRep encoder; its training dataset must share no example with any
-            evaluation set (``check_held_out``).
+            evaluation set (``check_encoder_held_out``, checked before anything is computed).
         base_ref: the base LM of the ground truth (the one AirRep's labels came from).
         transfer_base_ref: another base LM for the cross-model transfer table (skipped if None).
         command: the command that reproduces the report (printed in it).
     """
-    datasets = {name: resolve_eval_dataset(store, name) for name in used_sets(config)}
-    corpora = {name: labels.load_corpus(store, d) for name, d in datasets.items()}
-    check_held_out(store, encoder_ref.inputs[1], corpora)
+    check_encoder_held_out(store, config, encoder_ref)
     factory = MethodFactory(store, config, encoder_ref)
     truths = {
-        name: build_ground_truth(store, name, datasets[name], base_ref, config, progress)
+        name: build_ground_truth(
+            store, name, resolve_eval_dataset(store, name), base_ref, config, progress
+        )
         for name in config.eval_sets
     }
     methods = config.method_list(config.methods)
     lds_rows, keys = _lds_rows(store, truths, methods, factory)
     keys += [t.key for t in truths.values()]
 
-    classification_rows = []
-    for task in config.classification_tasks:
-        for method in config.method_list(config.classification_methods):
-            ref = classify(store, task, method, config, factory, base_ref.key)
-            classification_rows.append(dict(ref.metadata))
-            keys.append(ref.key)
+    classification_refs = classifications(store, config, factory, base_ref)
+    classification_rows = [dict(ref.metadata) for ref in classification_refs]
+    keys += [ref.key for ref in classification_refs]
 
-    selection_rows = []
-    if config.selection_methods:
-        random_ref = select_and_finetune(store, "random", config, factory, base_ref)
-        base_loss = random_ref.metadata["base_loss"]
-        for selection in ["random", *config.method_list(config.selection_methods)]:
-            ref = select_and_finetune(store, selection, config, factory, base_ref)
-            selection_rows.append({**ref.metadata, "base_loss": base_loss})
-            keys.append(ref.key)
+    selection_refs = selections(store, config, factory, base_ref)
+    base_loss = selection_refs[0].metadata["base_loss"] if selection_refs else None
+    selection_rows = [{**ref.metadata, "base_loss": base_loss} for ref in selection_refs]
+    keys += [ref.key for ref in selection_refs]
 
     transfer_rows: list[dict[str, Any]] = []
     if transfer_base_ref is not None and config.transfer_eval_sets:

@@ -52,6 +52,16 @@ def resolve_eval_set_task(root: str, name: str) -> StepRef:
     return dataset_ref(root, ground_truth.resolve_eval_dataset(open_store(root), name))
 
 
+@task(name="check-held-out", cache_policy=NO_CACHE, **IO_RETRY_OPTIONS)
+def check_held_out_task(root: str, encoder: StepRef, config: EvaluationConfig) -> list[str]:
+    """Refuse (``ValueError``) an encoder whose training dataset shares an example with any
+    evaluation set of ``config``; runs first, before any ground truth is computed. Returns the
+    checked sets."""
+    names = evaluation.check_encoder_held_out(open_store(root), config, encoder.resolve())
+    run_logger().info("held out: the encoder's training data shares no example with %s", names)
+    return names
+
+
 @task(
     name="lds-ground-truth",
     task_run_name="ground-truth-{name}",
@@ -103,6 +113,45 @@ def score_method_task(
 
 
 @task(
+    name="classification",
+    task_run_name="classify-{config.classification_tasks}",
+    cache_policy=store_verified_cache(),
+    **IO_RETRY_OPTIONS,
+)
+def classify_task(
+    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
+) -> list[StepRef]:
+    """Every method's top-1 same-class accuracy on every classification test of ``config``."""
+    store = open_store(root)
+    factory = method_scores.MethodFactory(store, config, encoder.resolve())
+    refs = evaluation.classifications(store, config, factory, base.resolve())
+    for ref in refs:
+        run_logger().info("classification %s", ref.metadata)
+    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+
+
+@task(
+    name="data-selection",
+    task_run_name="select-for-{config.selection_target}",
+    cache_policy=store_verified_cache(),
+    tags=["gpu"],
+    timeout_seconds=GROUND_TRUTH_TIMEOUT_S,
+    **IO_RETRY_OPTIONS,
+)
+def select_task(
+    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
+) -> list[StepRef]:
+    """The data-selection test: random and each method's selection (round-robin, as ``airrep
+    select`` ships it), each fine-tuned on, with the target task's loss."""
+    store = open_store(root)
+    factory = method_scores.MethodFactory(store, config, encoder.resolve())
+    refs = evaluation.selections(store, config, factory, base.resolve())
+    for ref in refs:
+        run_logger().info("selection %s", ref.metadata)
+    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+
+
+@task(
     name="evaluation-report",
     cache_policy=store_verified_cache(),
     tags=["gpu"],
@@ -121,9 +170,9 @@ def evaluation_report_task(
     """Every evaluation of ``config`` and the report artifact; publishes the tables, the Markdown
     report with its chart, and a link.
 
-    ``scores``: the ground truths and LDS scores the report rests on (computed by their own
-    tasks and reused here from the store); they key the cache, so a new evaluation-set version
-    makes a new report.
+    ``scores``: the ground truths, LDS scores, classification and selection results the report
+    rests on (computed by their own tasks and reused here from the store); they key the cache,
+    so a new evaluation-set version makes a new report.
     """
     store = open_store(root)
     result = evaluation.evaluate(

@@ -18,12 +18,15 @@ from typer.testing import CliRunner
 import airrep_core.baselines.interface
 import airrep_core.finetune
 import tasks.encoder
+from airrep_core.attribution import AttributionIndex
 from airrep_core.baselines import TfidfAttributor
+from airrep_core.config.embedding import SearchConfig
 from airrep_core.config.evaluation import ALL_METHODS, EvaluationConfig
 from airrep_core.evaluation import NOISE_CEILING, top1_accuracy
+from airrep_core.hybrid import lexical_index
 from flows.cli_bench import bench_app
 from storage.artifacts import ArtifactStore
-from tasks import evaluation, ground_truth, labels, method_scores
+from tasks import data_selection, evaluation, ground_truth, labels, method_scores
 from tasks.encoder import load_encoder
 
 PRESET = "tiny"
@@ -128,6 +131,37 @@ def test_report_files_exist_and_parse(bench):
     assert markdown == result.evaluation.markdown
     assert "| airrep |" in markdown and NOISE_CEILING in markdown
     assert "airrep bench lds --preset tiny --root" in markdown
+
+
+def test_the_evaluated_selection_is_the_one_airrep_select_ships(bench):
+    """The report's AirRep selection equals ``AttributionIndex.select`` (what ``airrep select``
+    runs) over the same candidates and target examples with the same encoder."""
+    store, result = bench.store, bench.result
+    config = EvaluationConfig.preset(PRESET)
+    corpus, candidate_ids, target_ids = data_selection.selection_candidates(store, config)
+    candidates = [corpus.examples[i] for i in candidate_ids]
+    encoder = load_encoder(store, result.encoder_ref)
+    lexical = None
+    if encoder.lexical_weight > 0:
+        lexical = lexical_index(encoder.lexical_prompt_words)
+        lexical.fit(candidates)
+    index = AttributionIndex(
+        encoder,
+        encoder.encode_examples(candidates, precision=config.airrep_precision),
+        candidate_ids,
+        SearchConfig(precision=config.airrep_precision),
+        lexical=lexical,
+    )
+    shipped = index.select([corpus.examples[i] for i in target_ids], config.selection_size)
+    (evaluated,) = [
+        ref
+        for ref in store.list(data_selection.SELECTION_STAGE)
+        if ref.metadata["selection"] == "airrep"
+    ]
+    selected = pq.read_table(store.local_dir(evaluated) / "selected.parquet")
+    assert sorted(selected.column("example_id").to_pylist()) == sorted(
+        s.example_id for s in shipped
+    )
 
 
 def test_cli_rerun_recomputes_nothing(bench, monkeypatch):

@@ -18,7 +18,7 @@ from airrep_core.evaluation.lds_eval import (
     subset_indices,
 )
 from airrep_core.evaluation.report import NOISE_CEILING, ReportTables, render_markdown, write_report
-from airrep_core.evaluation.selection import random_selection, select_top_n
+from airrep_core.evaluation.selection import random_selection, shipped_selection
 
 __all__ = [
     "NOISE_CEILING",
@@ -34,7 +34,7 @@ __all__ = [
     "random_selection",
     "render_markdown",
     "score_subsets",
-    "select_top_n",
+    "shipped_selection",
     "subset_indices",
     "top1_accuracy",
     "write_report",

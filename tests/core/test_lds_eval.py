@@ -27,7 +27,7 @@ from airrep_core.evaluation import (
     noise_ceiling,
     random_selection,
     score_subsets,
-    select_top_n,
+    shipped_selection,
     subset_indices,
     top1_accuracy,
     write_report,
@@ -174,14 +174,15 @@ def test_classes_with_too_few_examples_are_dropped_until_stable():
 
 def test_selection_rules():
     scores = np.array([[1.0, 5.0, 2.0, 5.0], [3.0, 1.0, 2.0, 1.0]])
-    # means 2, 3, 2, 3: the two 3s, then ties by index
-    np.testing.assert_array_equal(select_top_n(scores, 2), [1, 3])
-    np.testing.assert_array_equal(select_top_n(scores, 3), [0, 1, 3])
+    # round-robin: target 0's best (1, ties to the lower index), target 1's best (0), then
+    # target 0's second (3): the rule of `airrep select`, not the mean score (which picks 1, 3).
+    np.testing.assert_array_equal(shipped_selection(scores, 2), [0, 1])
+    np.testing.assert_array_equal(shipped_selection(scores, 3), [0, 1, 3])
     draw = random_selection(50, 10, seed=4)
     assert len(set(draw.tolist())) == 10 and np.array_equal(draw, random_selection(50, 10, 4))
     assert not np.array_equal(draw, random_selection(50, 10, 5))
     with pytest.raises(ValueError, match="allowed"):
-        select_top_n(scores, 5)
+        shipped_selection(scores, 5)
 
 
 def test_every_p3_template_has_a_task_and_the_hold_out_is_stable():
