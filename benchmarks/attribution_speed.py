@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
-from airrep_core.baselines import GradDotAttributor, LograAttributor, TrakAttributor
+from airrep_core.baselines import GradientAttributor
 from airrep_core.config.baselines import GradDotConfig, LograConfig, TrakConfig
 from airrep_core.encoder import AirRepEncoder
 from airrep_core.evaluation.airrep_attributor import AirRepAttributor
@@ -140,9 +140,9 @@ def time_gradient_methods(
     n_parameters = sum(p.numel() for p in model.parameters())
     settings = {"batch_size": 4, "max_length": MAX_LENGTH}
     attributors = [
-        GradDotAttributor(model, tokenizer, GradDotConfig.preset("paper", **settings)),
-        LograAttributor(model, tokenizer, LograConfig.preset("paper", **settings)),
-        TrakAttributor(model, tokenizer, TrakConfig.preset("paper", **settings)),
+        GradientAttributor(model, tokenizer, GradDotConfig.preset("paper", **settings)),
+        GradientAttributor(model, tokenizer, LograConfig.preset("paper", **settings)),
+        GradientAttributor(model, tokenizer, TrakConfig.preset("paper", **settings)),
     ]
     attributors[0].featurizer.features(examples[:2])  # warm-up (allocator, autocast weight cache)
     timings = []

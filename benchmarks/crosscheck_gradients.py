@@ -36,7 +36,7 @@ from scipy import stats
 from torch.utils.data import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from airrep_core.baselines import GradDotAttributor, LograAttributor
+from airrep_core.baselines import GradientAttributor
 from airrep_core.baselines.gradients import tracked_linear_layers
 from airrep_core.config.baselines import GradDotConfig, LograConfig
 from airrep_core.examples import Example
@@ -157,9 +157,9 @@ def our_scores(
         "projection_out": projection,
     }
     if method == "grad_dot":
-        attributor = GradDotAttributor(model, tokenizer, GradDotConfig.preset("tiny", **settings))
+        attributor = GradientAttributor(model, tokenizer, GradDotConfig.preset("tiny", **settings))
     elif method == "logra":
-        attributor = LograAttributor(model, tokenizer, LograConfig.preset("tiny", **settings))
+        attributor = GradientAttributor(model, tokenizer, LograConfig.preset("tiny", **settings))
     else:
         raise ValueError(f"method={method!r} is unknown; allowed: ('grad_dot', 'logra')")
     attributor.fit(train)

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airrep_core.baselines import BASELINE_CONFIGS, MODEL_METHODS, Attributor, build_attributor
-from airrep_core.config.evaluation import AIRREP_METHODS, EvaluationConfig
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
+from airrep_core.baselines.interface import Attributor
+from airrep_core.baselines.registry import build_method, method_spec
+from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.evaluation.classification import (
     ClassificationTask,
     balanced_task,
@@ -28,7 +28,7 @@ from airrep_core.evaluation.classification import (
     top1_accuracy,
 )
 from airrep_core.evaluation.eval_sets import p3_task
-from airrep_core.evaluation.lds_eval import group_rule, lds_of, score_subsets
+from airrep_core.evaluation.lds_eval import lds_of, score_subsets
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
 from tasks.encoder import load_encoder
@@ -65,45 +65,39 @@ class MethodFactory:
 
     def settings(self, method: str) -> dict[str, Any]:
         """The method's settings (part of its artifacts' keys)."""
-        if method in AIRREP_METHODS:
+        spec = method_spec(method)
+        if spec.config_class is None:  # AirRep: the evaluation config's airrep_* fields
             return {
                 "pooling": "attention" if method == "airrep" else "mean",
                 "batch_size": self.config.airrep_batch_size,
                 "precision": self.config.airrep_precision,
             }
-        return BASELINE_CONFIGS[method].preset(self.config.baseline_preset).to_dict()
+        return spec.config_class.preset(self.config.baseline_preset).to_dict()
 
     def inputs(self, method: str, base_key: str) -> list[str]:
         """Artifact keys the method's scores depend on besides the data."""
-        if method in AIRREP_METHODS:
+        needs = method_spec(method).needs
+        if needs == "encoder":
             return [self.encoder_ref.key]
-        return [base_key] if method in MODEL_METHODS else []
+        return [base_key] if needs == "base_lm" else []
 
     def build(self, method: str, base_key: str) -> Attributor:
         """A fresh attributor of ``method`` (model methods on the base LM ``base_key``)."""
-        if method in AIRREP_METHODS:
+        needs = method_spec(method).needs
+        extra: dict[str, Any] = {}
+        if needs == "encoder":
             if self._encoder is None:
                 self._encoder = load_encoder(self.store, self.encoder_ref)
-            settings = self.settings(method)
-            # The mean-pooling ablation is the embedding alone, also for a hybrid encoder.
-            return AirRepAttributor(
-                self._encoder,
-                settings["pooling"],
-                settings["batch_size"],
-                settings["precision"],
-                hybrid=method == "airrep",
-            )
-        if method not in MODEL_METHODS:
-            return build_attributor(method, self.config.baseline_preset)
-        if self._lm is None or self._lm[0] != base_key:
-            from airrep_core.lm_loading import load_causal_lm
+            extra = {"encoder": self._encoder, "settings": self.settings(method)}
+        elif needs == "base_lm":
+            if self._lm is None or self._lm[0] != base_key:
+                from airrep_core.lm_loading import load_causal_lm
 
-            base_dir = self.store.local_dir(self.store.get(labels.BASE_STAGE, base_key))
-            model, tokenizer = load_causal_lm(base_dir)
-            self._lm = (base_key, model, tokenizer)
-        return build_attributor(
-            method, self.config.baseline_preset, model=self._lm[1], tokenizer=self._lm[2]
-        )
+                base_dir = self.store.local_dir(self.store.get(labels.BASE_STAGE, base_key))
+                model, tokenizer = load_causal_lm(base_dir)
+                self._lm = (base_key, model, tokenizer)
+            extra = {"model": self._lm[1], "tokenizer": self._lm[2]}
+        return build_method(method, self.config.baseline_preset, **extra)
 
 
 def score_method(
@@ -116,7 +110,7 @@ def score_method(
     stage_config = {
         "method": method,
         "settings": factory.settings(method),
-        "group_rule": group_rule(method),
+        "group_rule": method_spec(method).group_rule,
     }
     inputs = [truth_ref.key, *factory.inputs(method, base_key)]
     key = content_key(SCORES_STAGE, stage_config, inputs)

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airrep_core.baselines import MODEL_METHODS, build_attributor
+from airrep_core.baselines.registry import build_method, method_spec
 from airrep_core.config.teacher import TeacherConfig
 from airrep_core.head_training import split_example_ids
 from airrep_core.teacher import TeacherScores, draw_teacher_examples, fuse_scores
@@ -138,7 +138,8 @@ def _method_unit(
     validation_splits: int,
 ) -> ArtifactRef:
     """One method's ``teacher-method-scores`` unit (built when absent)."""
-    unit_inputs = inputs if method in MODEL_METHODS else inputs[:2]
+    needs_lm = method_spec(method).needs == "base_lm"
+    unit_inputs = inputs if needs_lm else inputs[:2]
     unit_config = {
         "method": method,
         "baseline_preset": config.baseline_preset,
@@ -153,13 +154,11 @@ def _method_unit(
 
     def writer(staging: Path) -> dict[str, Any]:
         model = tokenizer = None
-        if method in MODEL_METHODS:
+        if needs_lm:
             from airrep_core.lm_loading import load_causal_lm
 
             model, tokenizer = load_causal_lm(store.local_dir(base_ref))
-        attributor = build_attributor(
-            method, config.baseline_preset, model=model, tokenizer=tokenizer
-        )
+        attributor = build_method(method, config.baseline_preset, model=model, tokenizer=tokenizer)
         attributor.fit([corpus.examples[i] for i in candidate_ids])
         scores = attributor.score([corpus.examples[i] for i in target_ids])
         log.info("teacher %s: %d x %d pairs scored", method, *scores.shape)

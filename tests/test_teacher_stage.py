@@ -80,7 +80,7 @@ def test_teacher_is_cached_and_resumes_after_the_finished_methods(labelled, monk
     store, corpus_ref, labels_ref, base_ref = refs(labelled)
     config = TEACHER.replace(seed=7)  # a fresh artifact
     built: list[str] = []
-    original = teacher_stage.build_attributor
+    original = teacher_stage.build_method
 
     def failing_on_logra(method, *args, **kwargs):
         built.append(method)
@@ -88,7 +88,7 @@ def test_teacher_is_cached_and_resumes_after_the_finished_methods(labelled, monk
             raise RuntimeError("killed while scoring logra")
         return original(method, *args, **kwargs)
 
-    monkeypatch.setattr(teacher_stage, "build_attributor", failing_on_logra)
+    monkeypatch.setattr(teacher_stage, "build_method", failing_on_logra)
     with pytest.raises(RuntimeError, match="killed"):
         build_teacher(store, corpus_ref, labels_ref, base_ref, config, validation_splits=1)
     assert built == ["bm25", "logra"]
@@ -101,7 +101,7 @@ def test_teacher_is_cached_and_resumes_after_the_finished_methods(labelled, monk
     built.clear()
     monkeypatch.setattr(
         teacher_stage,
-        "build_attributor",
+        "build_method",
         lambda m, *a, **k: built.append(m) or original(m, *a, **k),
     )
     ref = build_teacher(store, corpus_ref, labels_ref, base_ref, config, validation_splits=1)

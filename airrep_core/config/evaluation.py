@@ -23,15 +23,11 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from airrep_core.baselines.registry import ALL_METHODS
 from airrep_core.config.base import PRESET_NAMES, StageConfig, help_field, require
 from airrep_core.config.labels import BaseModelConfig, EvaluationSamplingConfig, FinetuneConfig
 from airrep_core.errors import ConfigError
 
-AIRREP_METHODS = ("airrep", "airrep_mean")
-"""AirRep with attention pooling and its mean-pooling ablation."""
-BASELINE_METHODS = ("encoder", "tfidf", "bm25", "rds", "grad_dot", "logra", "trak")
-"""The baselines of ``airrep_core.baselines`` (same names)."""
-ALL_METHODS = AIRREP_METHODS + BASELINE_METHODS
 CLASSIFICATION_TASKS = ("hh_chosen_rejected", "source", "p3_task")
 """Top-1 same-class tests: HH-RLHF chosen vs rejected, source dataset of a mixed pool, P3 task."""
 ENCODER_PRECISIONS = ("float32", "bf16", "auto")

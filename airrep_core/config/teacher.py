@@ -6,10 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from airrep_core.baselines.registry import TEACHER_METHODS
 from airrep_core.config.base import PRESET_NAMES, StageConfig, help_field, require
-
-TEACHER_METHODS = ("bm25", "tfidf", "logra", "trak", "grad_dot")
-"""Baselines that can teach: word overlap, or the gradient influence of the base LM θ₀."""
 
 
 @dataclasses.dataclass(frozen=True)

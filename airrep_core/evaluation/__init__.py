@@ -11,7 +11,6 @@ from airrep_core.evaluation.classification import ClassificationTask, balanced_t
 from airrep_core.evaluation.lds_eval import (
     LdsResult,
     SubsetScores,
-    group_rule,
     lds_of,
     noise_ceiling,
     score_subsets,
@@ -28,7 +27,6 @@ __all__ = [
     "ReportTables",
     "SubsetScores",
     "balanced_task",
-    "group_rule",
     "lds_of",
     "noise_ceiling",
     "random_selection",

@@ -23,9 +23,9 @@ from airrep_core.baselines.interface import (
     check_subsets,
     sum_group_scores,
 )
+from airrep_core.baselines.registry import method_spec
 from airrep_core.config.encoder import POOLINGS
 from airrep_core.encoder import AirRepEncoder
-from airrep_core.evaluation.lds_eval import GROUP_RULES
 from airrep_core.examples import Example
 from airrep_core.hybrid import hybrid_scores, lexical_index
 from airrep_core.scoring import example_scores, pad_membership, pool_scores
@@ -97,7 +97,7 @@ class AirRepAttributor(Attributor):
         """How subset scores are formed (for the report)."""
         if self.lexical is not None:
             return f"sum of hybrid scores (z-scored dot + {self.encoder.lexical_weight:g}·BM25)"
-        return GROUP_RULES[self.name]
+        return method_spec(self.name).group_rule
 
     def group_score(self, scores: np.ndarray, subsets: Sequence[np.ndarray]) -> np.ndarray:
         """Subset scores ``(n_query, n_subsets)`` float32 with AirRep's pooling.

@@ -11,7 +11,7 @@ import torch
 from encoder_fixtures import unigram_label_set
 from p3_fixtures import p3_examples
 
-from airrep_core.baselines import build_attributor
+from airrep_core.baselines import build_method
 from airrep_core.baselines.lexical import Bm25Attributor
 from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import EncoderTrainConfig
@@ -76,7 +76,7 @@ def label_features(minilm):
 
 def test_identity_start_scores_exactly_like_the_untrained_encoder_baseline(minilm):
     examples = list(p3_examples(4))
-    baseline = build_attributor("encoder", "tiny")  # MiniLM, cosine, max length 128
+    baseline = build_method("encoder", "tiny")  # MiniLM, cosine, max length 128
     baseline.fit(examples[4:])
     expected = baseline.score(examples[:4])
     embeddings = minilm.encode_examples(examples, batch_size=7)
