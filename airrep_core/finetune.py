@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from airrep_core.config.labels import FinetuneConfig
 from airrep_core.examples import Example
 from airrep_core.lm_data import IGNORE_INDEX, collate
-from airrep_core.lm_device import autocast, resolve_device, resolve_precision
 from airrep_core.lm_loading import load_causal_lm
 from airrep_core.lm_loss import pad_token_id, response_losses_for_model, tokenize_pairs
+from airrep_core.runtime import precision_context, resolve_device, resolve_precision
 
 
 @dataclass
@@ -159,10 +159,10 @@ class SubsetFinetuner:
     def target_losses(self, targets: Sequence[Example], precision: str | None = None) -> np.ndarray:
         """``(len(targets),)`` float32 mean response-token losses under the current weights.
 
-        ``precision`` overrides ``config.eval_precision`` (``"fp32"``/``"bf16"``/``"auto"``).
+        ``precision`` overrides ``config.eval_precision`` (``"float32"``/``"bf16"``/``"auto"``).
         """
         precision = self.eval_precision if precision is None else precision
-        with autocast(self.device, precision):
+        with precision_context(precision, self.device):
             return response_losses_for_model(
                 self.model,
                 self.tokenizer,
@@ -189,7 +189,7 @@ def response_token_loss(
     attention_mask = batch["attention_mask"].to(device)
     next_tokens = batch["labels"][:, 1:].to(device)
     keep = next_tokens != IGNORE_INDEX
-    with autocast(device, precision):
+    with precision_context(precision, device):
         hidden = causal_lm.get_decoder()(
             input_ids=input_ids, attention_mask=attention_mask
         ).last_hidden_state

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from airrep_core.lm_device import resolve_device
+from airrep_core.runtime import resolve_device
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

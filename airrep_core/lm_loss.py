@@ -26,8 +26,8 @@ from airrep_core.lm_data import (
     length_sorted_batches,
     tokenize_example,
 )
-from airrep_core.lm_device import resolve_device
 from airrep_core.lm_loading import DTYPES, load_causal_lm
+from airrep_core.runtime import resolve_device
 
 
 class LossBackend(Protocol):

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from airrep_core.checkpoint import capture_rng_state, restore_rng_state
-from airrep_core.encoder import AirRepEncoder, precision_context
+from airrep_core.encoder import AirRepEncoder
 from airrep_core.ranking_loss import count_valid_pairs, pairwise_ranking_loss
+from airrep_core.runtime import precision_context
 from airrep_core.scoring import group_scores
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from airrep_core.config.labels import BaseModelConfig
 from airrep_core.examples import Example, lm_prompt
-from airrep_core.lm_device import autocast
+from airrep_core.runtime import precision_context
 
 log = logging.getLogger("airrep.warmup")
 
@@ -79,7 +79,7 @@ def block_loss(
     total, count = 0.0, 0
     for start in range(0, len(blocks), batch_size):
         batch = blocks[start : start + batch_size].to(device)
-        with autocast(device, precision):
+        with precision_context(precision, device):
             logits = model(input_ids=batch).logits
         loss = F.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.shape[-1]),
@@ -131,7 +131,7 @@ def warm_up(
         order = torch.randperm(len(train_blocks), generator=generator)
         for start in range(0, len(order) - config.batch_size + 1, config.batch_size):
             batch = train_blocks[order[start : start + config.batch_size]].to(device)
-            with autocast(device, config.precision):
+            with precision_context(config.precision, device):
                 logits = model(input_ids=batch).logits
             loss = F.cross_entropy(
                 logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)

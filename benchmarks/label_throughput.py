@@ -35,7 +35,7 @@ from airrep_core.config.labels import LabelsConfig
 from airrep_core.examples import Example
 from airrep_core.finetune import FinetuneStats, SubsetFinetuner
 from airrep_core.lm_loss import tokenize_pairs
-from airrep_core.machine import matmul_peak
+from airrep_core.runtime import matmul_peak
 from airrep_core.sampling import partition_corpus, sample_split
 from storage.artifacts import ArtifactStore
 from tasks.ground_truth import import_p3_holdout
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--store", default=None, help="storage root (default: artifacts/)")
     parser.add_argument("--peak-size", type=int, default=2048)
     parser.add_argument("--peak-seconds", type=float, default=3.0)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None)
+    parser.add_argument("--precision", choices=("float32", "bf16"), default=None)
     parser.add_argument("--profile", action="store_true", help="torch.profiler of one subset")
     parser.add_argument(
         "--seed-noise",

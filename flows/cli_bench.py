@@ -80,7 +80,7 @@ def lds_command(
     typer.echo(result.evaluation.markdown)
     typer.echo(f"Report: {report.uri}/{report.attempt}/ ({', '.join(report.metadata['files'])})")
     typer.echo(f"Reproduce: {result.command}")
-    from airrep_core.machine import machine_line
+    from airrep_core.runtime import machine_line
 
     typer.echo(
         f"This run: {time.perf_counter() - started:.0f} s wall (cached stages only load) on "

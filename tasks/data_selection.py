@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.evaluation.selection import random_selection, shipped_selection
 from airrep_core.examples import Example
+from airrep_core.runtime import resolved
 from airrep_core.sampling import Split
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table
@@ -82,6 +83,7 @@ def select_and_finetune(
     candidates (``selected.parquet``), fine-tuned on as one label unit; metadata: the target
     task's mean loss (for ``random``: the mean over ``selection_random_draws`` draws, and the base
     LM's loss before any fine-tune)."""
+    config = resolved(config)
     stage_config = {
         "selection": selection,
         "rule": "random" if selection == "random" else "round_robin",

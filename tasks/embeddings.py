@@ -28,6 +28,7 @@ from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
 from airrep_core.encoder import AirRepEncoder
 from airrep_core.examples import Example
 from airrep_core.hybrid import lexical_index
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples
 from storage.embedding_store import (
@@ -132,6 +133,7 @@ def refresh_embeddings(
     resumable) and publish the version's view. ``encoder``: an already-loaded copy of the
     checkpoint (loaded from the artifact when None)."""
     start = time.perf_counter()
+    config = resolved(config)
     spec = StoreSpec(encoder_ref.key, config.dtype, config.precision)
     examples = read_examples(store, dataset_version)
     loaded: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder
 from airrep_core.encoder_training import ProgressCallback, train_encoder
 from airrep_core.head_training import train_encoder_head
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
 from tasks.teacher import load_teacher
@@ -61,6 +62,7 @@ def train_encoder_artifact(
         )
     if not config.train.teacher_steps:
         teacher_ref = None
+    config = resolved(config)
     stage_config = config.to_dict()
     inputs = [labels_ref.key, dataset.key, *([teacher_ref.key] if teacher_ref else [])]
     key = content_key(ENCODER_STAGE, stage_config, inputs)

@@ -33,6 +33,7 @@ from airrep_core.evaluation.report import (
     render_markdown,
     write_report,
 )
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
 from tasks.data_selection import select_and_finetune
@@ -155,6 +156,7 @@ def evaluate(
         transfer_base_ref: another base LM for the cross-model transfer table (skipped if None).
         command: the command that reproduces the report (printed in it).
     """
+    config = resolved(config)
     check_encoder_held_out(store, config, encoder_ref)
     factory = MethodFactory(store, config, encoder_ref)
     truths = {

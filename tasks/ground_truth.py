@@ -40,6 +40,7 @@ from airrep_core.evaluation.lds_eval import noise_ceiling
 from airrep_core.evaluation.report import NOISE_CEILING
 from airrep_core.examples import Example
 from airrep_core.labels import SplitLabels
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.datasets import DATASET_STAGE, DatasetVersion, import_dataset, latest_version
 from storage.errors import ArtifactNotFound
@@ -189,6 +190,7 @@ def build_ground_truth(
     progress: labels.UnitProgress | None = None,
 ) -> ArtifactRef:
     """The ``lds-ground-truth`` artifact of evaluation set ``name`` (see the module docstring)."""
+    config = resolved(config)
     dataset_ref = dataset.ref if isinstance(dataset, DatasetVersion) else dataset
     stage_config = ground_truth_config(name, config)
     inputs = [dataset_ref.key, base_ref.key]

@@ -43,6 +43,7 @@ from airrep_core.config.labels import (
 from airrep_core.examples import Example
 from airrep_core.finetune import SubsetFinetuner
 from airrep_core.labels import SplitLabels
+from airrep_core.runtime import resolved
 from airrep_core.sampling import (
     Split,
     draw_pool_and_test,
@@ -132,6 +133,7 @@ def build_base(store: ArtifactStore, corpus: Corpus, config: BaseModelConfig) ->
 
     Its manifest metadata is the ``BaseModelReport`` (held-out loss before/after the warm-up).
     """
+    config = resolved(config)
     inputs = [corpus.key] if config.is_scratch else []
     key = content_key(BASE_STAGE, config.to_dict(), inputs)
 
@@ -202,7 +204,7 @@ def unit_key(
 ) -> tuple[str, dict[str, Any], list[str]]:
     """``(key, config, inputs)`` of the unit (split, subset): see the module docstring."""
     config = {
-        "finetune": finetune.to_dict(),
+        "finetune": resolved(finetune).to_dict(),
         "split_id": split.split_id,
         "subset_id": subset_id,
     }
@@ -225,6 +227,7 @@ def run_label_units(
 ) -> list[UnitOutcome]:
     """Build the ``label-unit`` artifacts of ``units`` ((split_id, subset_id) pairs; default all),
     skipping those that exist. The base model is loaded only when a unit is missing, once."""
+    finetune = resolved(finetune)
     by_id = {split.split_id: split for split in splits}
     wanted = [(s.split_id, j) for s in splits for j in s.subset_ids] if units is None else units
     loaded: list[SubsetFinetuner] = []
@@ -304,6 +307,7 @@ def generate_labels(
         split_labels = load_split_labels(store, ref)
     """
     started = time.perf_counter()
+    config = resolved(config)
     corpus = load_corpus(store, dataset)
     base_ref = build_base(store, corpus, config.base)
     splits_ref = build_splits(store, corpus, config.sampling, config.base)
@@ -333,6 +337,7 @@ def generate_ground_truth(
     fine-tuned on each exactly as in label generation, every test example's loss. The result is
     a ``labels`` artifact with one split (``load_split_labels``)."""
     started = time.perf_counter()
+    finetune = resolved(finetune)
     corpus = load_corpus(store, dataset)
     splits_ref = build_evaluation_splits(store, corpus, sampling, pool_ids, test_ids)
     config = {"ground_truth": sampling.to_dict(), "finetune": finetune.to_dict()}

@@ -29,6 +29,7 @@ from airrep_core.evaluation.classification import (
 )
 from airrep_core.evaluation.eval_sets import p3_task
 from airrep_core.evaluation.lds_eval import lds_of, score_subsets
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
 from tasks.encoder import load_encoder
@@ -58,7 +59,7 @@ class MethodFactory:
         self, store: ArtifactStore, config: EvaluationConfig, encoder_ref: ArtifactRef
     ) -> None:
         self.store = store
-        self.config = config
+        self.config = resolved(config)
         self.encoder_ref = encoder_ref
         self._encoder = None
         self._lm: tuple[str, Any, Any] | None = None
@@ -72,7 +73,7 @@ class MethodFactory:
                 "batch_size": self.config.airrep_batch_size,
                 "precision": self.config.airrep_precision,
             }
-        return spec.config_class.preset(self.config.baseline_preset).to_dict()
+        return resolved(spec.config_class.preset(self.config.baseline_preset)).to_dict()
 
     def inputs(self, method: str, base_key: str) -> list[str]:
         """Artifact keys the method's scores depend on besides the data."""

@@ -34,9 +34,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from airrep_core.baselines.representation import pad_token_id
 from airrep_core.config.baselines import GradientFeatureConfig
-from airrep_core.encoder import precision_context
 from airrep_core.examples import Example
 from airrep_core.lm_data import IGNORE_INDEX, collate, length_sorted_batches, tokenize_example
+from airrep_core.runtime import precision_context
 
 
 @dataclass(frozen=True)

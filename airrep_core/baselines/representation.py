@@ -19,9 +19,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from airrep_core.baselines.interface import Attributor, NotFittedError
 from airrep_core.config.baselines import EncoderBaselineConfig, RdsConfig
-from airrep_core.encoder import precision_context
 from airrep_core.examples import Example
 from airrep_core.lm_data import collate, length_sorted_batches, tokenize_example
+from airrep_core.runtime import precision_context
 
 
 class ExampleEncoder(Protocol):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from airrep_core.config.base import StageConfig, help_field, require
+from airrep_core.config.base import PRECISIONS, StageConfig, help_field, require
 
 BLOCK_LINEAR_SUFFIXES = (
     "q_proj",
@@ -32,10 +32,9 @@ BLOCK_LINEAR_SUFFIXES = (
 MLP_LINEAR_SUFFIXES = ("gate_proj", "up_proj", "down_proj")
 """The ``nn.Linear`` layers of a Llama/Qwen2 MLP."""
 
-PRECISIONS = ("float32", "bf16", "auto")
 PRECISION_HELP = (
-    "float32, bf16 (autocast) or auto (bf16 on CUDA, float32 on CPU: bf16 matmuls are only fast "
-    "on CPUs with AMX/AVX512-BF16, and ~40x slower than float32 on AVX2-only CPUs)"
+    "float32, bf16 (autocast) or auto (bf16 on CUDA, float32 on CPU: whether bf16 pays off on a "
+    "CPU is measured at run time, see airrep_core/runtime.py)"
 )
 
 BM25_METHODS = ("robertson", "atire", "bm25l", "bm25+", "lucene")

@@ -63,7 +63,7 @@ def test_scratch_model_is_a_normal_hf_directory_and_warm_up_lowers_heldout_loss(
     # The saved weights are the reported best checkpoint: reloaded, they give its held-out loss.
     _, heldout = select_warmup_examples(corpus, CONFIG)
     blocks = pack_blocks(tokenizer, [warmup_text(e) for e in heldout], CONFIG.block_size)
-    reloaded_loss = block_loss(model, blocks, CONFIG.batch_size, CPU, "fp32")
+    reloaded_loss = block_loss(model, blocks, CONFIG.batch_size, CPU, "float32")
     assert reloaded_loss == pytest.approx(report.heldout_loss_after, abs=1e-4)
 
 

@@ -54,7 +54,7 @@ def test_response_token_loss_equals_the_models_own_loss_and_gradient(
     model = finetuner.model
     pairs = [(e.prompt, e.response) for e in examples[:6]]
     batch = collate(tokenize_pairs(finetuner.tokenizer, pairs, CONFIG.max_length), finetuner.pad_id)
-    ours, n_tokens = response_token_loss(model, batch, CPU, "fp32")
+    ours, n_tokens = response_token_loss(model, batch, CPU, "float32")
     (ours_grad,) = torch.autograd.grad(ours, [model.model.layers[0].mlp.up_proj.weight])
     reference = model(**batch).loss
     (reference_grad,) = torch.autograd.grad(reference, [model.model.layers[0].mlp.up_proj.weight])

@@ -121,5 +121,5 @@ def test_label_config_presets_round_trip_through_json(preset: str) -> None:
     config = LabelsConfig.preset(preset)
     assert LabelsConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert config.sampling == SamplingConfig.preset(preset)
-    with pytest.raises(ConfigError, match="unknown part"):
+    with pytest.raises(ConfigError, match="unknown field"):
         LabelsConfig.preset(preset, sampler={"seed": 1})
