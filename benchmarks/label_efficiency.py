@@ -63,6 +63,7 @@ from airrep_core.scoring import group_scores
 from airrep_core.teacher import TeacherScores, fuse_scores, teacher_ids
 from storage.artifacts import ArtifactStore
 from tasks import labels
+from tasks.corpus import load_corpus
 from tasks.encoder import work_dir
 from tasks.ground_truth import (
     build_ground_truth,
@@ -180,7 +181,7 @@ def prepare(args: argparse.Namespace) -> Context:
         stage.validation_splits,
     )
     per_method = {m: load_teacher(store, teacher_ref, m) for m in ("bm25", "logra")}
-    corpus = labels.load_corpus(store, p3_train)
+    corpus = load_corpus(store, p3_train)
     splits = labels.load_split_labels(store, labels_ref)
     train_splits, held = splits[: -stage.validation_splits], splits[-1]
 

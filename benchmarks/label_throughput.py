@@ -38,8 +38,9 @@ from airrep_core.lm_loss import tokenize_pairs
 from airrep_core.runtime import matmul_peak
 from airrep_core.sampling import partition_corpus, sample_split
 from storage.artifacts import ArtifactStore
+from tasks.corpus import load_corpus
 from tasks.ground_truth import import_p3_holdout
-from tasks.labels import build_base, load_corpus
+from tasks.labels import build_base
 
 QUICK_WARMUP_STEPS = 2
 QUICK_WARMUP_EXAMPLES = 3000

@@ -13,16 +13,15 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from airrep_core.config.evaluation import EvaluationConfig
-from tasks.evaluation_tasks import (
+from tasks.evaluation import (
     check_held_out_task,
     classify_task,
     evaluation_report_task,
-    ground_truth_task,
-    resolve_eval_set_task,
-    score_method_task,
     select_task,
 )
-from tasks.label_tasks import prepare_base_model
+from tasks.ground_truth import ground_truth_task, resolve_eval_set_task
+from tasks.labels import prepare_base_model
+from tasks.method_scores import score_method_task
 from tasks.monitoring import run_logger
 from tasks.references import StepRef
 

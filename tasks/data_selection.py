@@ -30,6 +30,7 @@ from airrep_core.sampling import Split
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table
 from tasks import labels
+from tasks.corpus import Corpus, load_corpus
 from tasks.ground_truth import pool_and_test, resolve_eval_dataset
 from tasks.method_scores import MethodFactory
 
@@ -38,7 +39,7 @@ SELECTION_STAGE = "data-selection"
 log = logging.getLogger("airrep.evaluation")
 
 
-def merged_corpus(corpora: Sequence[labels.Corpus]) -> labels.Corpus:
+def merged_corpus(corpora: Sequence[Corpus]) -> Corpus:
     """One corpus over several datasets; ``ValueError`` when an id names different content."""
     examples: dict[str, Example] = {}
     hashes: dict[str, str] = {}
@@ -49,18 +50,18 @@ def merged_corpus(corpora: Sequence[labels.Corpus]) -> labels.Corpus:
                 raise ValueError(f"example id {example_id!r} names different content in two sets")
             examples[example_id] = example
     key = hashlib.sha256("+".join(c.key for c in corpora).encode()).hexdigest()
-    return labels.Corpus(key, examples, hashes)
+    return Corpus(key, examples, hashes)
 
 
 def selection_candidates(
     store: ArtifactStore, config: EvaluationConfig
-) -> tuple[labels.Corpus, list[str], list[str]]:
+) -> tuple[Corpus, list[str], list[str]]:
     """``(corpus, candidate_ids, target_ids)``: the target set's test examples and a seeded
     draw of ``selection_pool_per_set`` from each pool set's train pool (never a test example)."""
     corpora, candidates = [], []
     target_ids: list[str] = []
     for name in dict.fromkeys([config.selection_target, *config.selection_pool_sets]):
-        corpus = labels.load_corpus(store, resolve_eval_dataset(store, name))
+        corpus = load_corpus(store, resolve_eval_dataset(store, name))
         pool_ids, test_ids = pool_and_test(corpus, config)
         if name == config.selection_target:
             target_ids = list(test_ids)

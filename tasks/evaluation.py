@@ -18,16 +18,21 @@ examples are never used to fit or tune.
 
 from __future__ import annotations
 
+import base64
 import logging
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.evaluation.report import (
+    CHART_FILE,
     NOISE_CEILING,
     ReportTables,
     render_markdown,
@@ -35,10 +40,13 @@ from airrep_core.evaluation.report import (
 )
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
-from tasks import labels
+from tasks import labels, method_scores
+from tasks.caching import store_verified_cache
+from tasks.corpus import load_corpus
 from tasks.data_selection import select_and_finetune
 from tasks.encoder import train_encoder_artifact
 from tasks.ground_truth import (
+    GROUND_TRUTH_TIMEOUT_S,
     P3_TRAIN_DATASET,
     build_ground_truth,
     ceiling_row,
@@ -48,6 +56,9 @@ from tasks.ground_truth import (
     resolve_eval_dataset,
 )
 from tasks.method_scores import SOURCE_TASK_SETS, MethodFactory, classify, lds_row, score_method
+from tasks.monitoring import publish_link, publish_markdown, publish_table, run_logger
+from tasks.references import StepRef, open_store
+from tasks.retry import IO_RETRY_OPTIONS
 from tasks.teacher import build_teacher
 
 REPORT_STAGE = "evaluation-report"
@@ -109,7 +120,7 @@ def check_encoder_held_out(
     """``ValueError`` when the dataset ``encoder_ref`` was trained on shares an example (by content
     hash) with any evaluation set ``config`` reads (``check_held_out``); returns those sets."""
     names = used_sets(config)
-    corpora = {name: labels.load_corpus(store, resolve_eval_dataset(store, name)) for name in names}
+    corpora = {name: load_corpus(store, resolve_eval_dataset(store, name)) for name in names}
     check_held_out(store, encoder_ref.inputs[1], corpora)
     return names
 
@@ -313,8 +324,109 @@ def run_bench(
     transfer_base_ref = None
     if config.transfer_eval_sets:
         say(f"transfer base LM ({config.transfer_base.architecture})")
-        corpus = labels.load_corpus(store, p3_train)
+        corpus = load_corpus(store, p3_train)
         transfer_base_ref = labels.build_base(store, corpus, config.transfer_base)
     say("evaluating")
     result = evaluate(store, config, encoder_ref, base_ref, transfer_base_ref, command)
     return BenchResult(result, encoder_ref, base_ref, labels_result.labels_key, command)
+
+
+REPORT_TIMEOUT_S = 6 * 3600
+
+
+@task(name="check-held-out", cache_policy=NO_CACHE, **IO_RETRY_OPTIONS)
+def check_held_out_task(root: str, encoder: StepRef, config: EvaluationConfig) -> list[str]:
+    """Refuse (``ValueError``) an encoder whose training dataset shares an example with any
+    evaluation set of ``config``; runs first, before any ground truth is computed. Returns the
+    checked sets."""
+    names = check_encoder_held_out(open_store(root), config, encoder.resolve())
+    run_logger().info("held out: the encoder's training data shares no example with %s", names)
+    return names
+
+
+@task(
+    name="classification",
+    task_run_name="classify-{config.classification_tasks}",
+    cache_policy=store_verified_cache(),
+    **IO_RETRY_OPTIONS,
+)
+def classify_task(
+    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
+) -> list[StepRef]:
+    """Every method's top-1 same-class accuracy on every classification test of ``config``."""
+    store = open_store(root)
+    factory = method_scores.MethodFactory(store, config, encoder.resolve())
+    refs = classifications(store, config, factory, base.resolve())
+    for ref in refs:
+        run_logger().info("classification %s", ref.metadata)
+    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+
+
+@task(
+    name="data-selection",
+    task_run_name="select-for-{config.selection_target}",
+    cache_policy=store_verified_cache(),
+    tags=["gpu"],
+    timeout_seconds=GROUND_TRUTH_TIMEOUT_S,
+    **IO_RETRY_OPTIONS,
+)
+def select_task(
+    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
+) -> list[StepRef]:
+    """The data-selection test: random and each method's selection (round-robin, as ``airrep
+    select`` ships it), each fine-tuned on, with the target task's loss."""
+    store = open_store(root)
+    factory = method_scores.MethodFactory(store, config, encoder.resolve())
+    refs = selections(store, config, factory, base.resolve())
+    for ref in refs:
+        run_logger().info("selection %s", ref.metadata)
+    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+
+
+@task(
+    name="evaluation-report",
+    cache_policy=store_verified_cache(),
+    tags=["gpu"],
+    timeout_seconds=REPORT_TIMEOUT_S,
+    **IO_RETRY_OPTIONS,
+)
+def evaluation_report_task(
+    root: str,
+    config: EvaluationConfig,
+    encoder: StepRef,
+    base: StepRef,
+    scores: list[StepRef],
+    transfer_base: StepRef | None = None,
+    command: str = "",
+) -> StepRef:
+    """Every evaluation of ``config`` and the report artifact; publishes the tables, the Markdown
+    report with its chart, and a link.
+
+    ``scores``: the ground truths, LDS scores, classification and selection results the report
+    rests on (computed by their own tasks and reused here from the store); they key the cache,
+    so a new evaluation-set version makes a new report.
+    """
+    store = open_store(root)
+    result = evaluate(
+        store,
+        config,
+        encoder.resolve(),
+        base.resolve(),
+        transfer_base.resolve() if transfer_base is not None else None,
+        command,
+    )
+    step = StepRef.of(store, result.report, eval_sets=list(config.eval_sets))
+    tables = result.tables
+    publish_table("lds-table", tables.lds, "LDS (mean over test examples) per method and set")
+    publish_table("classification-table", tables.classification, "Top-1 same-class accuracy")
+    publish_table(
+        "selection-table", tables.selection, "Data selection: target loss after fine-tuning"
+    )
+    publish_table("transfer-table", tables.transfer, "Cross-model transfer LDS")
+    markdown = result.markdown
+    if CHART_FILE in result.report.files:  # inlined: the UI cannot follow file:// or s3:// links
+        chart = base64.b64encode(store.read_bytes(result.report, CHART_FILE)).decode("ascii")
+        markdown += f"\n\n![LDS chart](data:image/png;base64,{chart})\n"
+    publish_markdown("evaluation-report", markdown, "AirRep evaluation")
+    publish_link(step, "evaluation report (Markdown, Parquet tables, PNG chart)")
+    return step

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from prefect import task
 
 from airrep_core.baselines.interface import Attributor
 from airrep_core.baselines.registry import build_method, method_spec
@@ -32,8 +33,13 @@ from airrep_core.evaluation.lds_eval import lds_of, score_subsets
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
+from tasks.caching import store_verified_cache
+from tasks.corpus import load_corpus
 from tasks.encoder import load_encoder
 from tasks.ground_truth import load_ground_truth, resolve_eval_dataset
+from tasks.monitoring import run_logger
+from tasks.references import StepRef, open_store
+from tasks.retry import IO_RETRY_OPTIONS
 
 SCORES_STAGE = "lds-scores"
 CLASSIFICATION_STAGE = "classification-scores"
@@ -182,14 +188,14 @@ def classification_task(
         config.sampling.seed,
     )
     if task == "hh_chosen_rejected":
-        corpus = labels.load_corpus(store, resolve_eval_dataset(store, "hh_rlhf_harmless"))
+        corpus = load_corpus(store, resolve_eval_dataset(store, "hh_rlhf_harmless"))
         examples = list(corpus.examples.values())
         built = balanced_task(
             task, examples, [e.group or "" for e in examples], per_class, n_queries, seed
         )
         return built, [corpus.key]
     if task == "p3_task":
-        corpus = labels.load_corpus(store, resolve_eval_dataset(store, "p3"))
+        corpus = load_corpus(store, resolve_eval_dataset(store, "p3"))
         examples = list(corpus.examples.values())
         tasks = [p3_task(e.group or "") for e in examples]
         kept = set(classes_with_enough_examples(tasks, per_class, n_queries))
@@ -201,7 +207,7 @@ def classification_task(
     if task == "source":
         examples, names, keys = [], [], []
         for name in SOURCE_TASK_SETS:
-            corpus = labels.load_corpus(store, resolve_eval_dataset(store, name))
+            corpus = load_corpus(store, resolve_eval_dataset(store, name))
             examples += list(corpus.examples.values())
             names += [name] * len(corpus.examples)
             keys.append(corpus.key)
@@ -258,3 +264,23 @@ def classify(
         }
 
     return store.build(CLASSIFICATION_STAGE, key, config=stage_config, inputs=inputs, writer=writer)
+
+
+@task(
+    name="score-method",
+    task_run_name="score-{method}-{truth.summary[eval_set]}",
+    cache_policy=store_verified_cache(),
+    **IO_RETRY_OPTIONS,
+)
+def score_method_task(
+    root: str, method: str, truth: StepRef, encoder: StepRef, config: EvaluationConfig
+) -> StepRef:
+    """``method``'s group scores and LDS against one ground truth."""
+    store = open_store(root)
+    factory = MethodFactory(store, config, encoder.resolve())
+    ref = score_method(store, method, truth.resolve(), factory)
+    row = lds_row(ref)
+    run_logger().info(
+        "%s on %s: LDS %.4f ± %.4f", method, row["eval_set"], row["lds"], row["stderr"]
+    )
+    return StepRef.of(store, ref, **row)

@@ -24,14 +24,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from prefect import task
 
 from airrep_core.baselines.registry import build_method, method_spec
+from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.config.teacher import TeacherConfig
 from airrep_core.head_training import split_example_ids
 from airrep_core.teacher import TeacherScores, draw_teacher_examples, fuse_scores
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, write_table
 from tasks import labels
+from tasks.caching import store_verified_cache
+from tasks.corpus import Corpus, load_corpus
+from tasks.monitoring import Progress, publish_link, run_logger
+from tasks.references import StepRef, open_store
+from tasks.retry import IO_RETRY_OPTIONS
 
 TEACHER_STAGE = "teacher-scores"
 TEACHER_METHOD_STAGE = "teacher-method-scores"
@@ -70,7 +77,7 @@ def build_teacher(
     key = content_key(TEACHER_STAGE, stage_config, inputs)
     if store.exists(TEACHER_STAGE, key):
         return store.get(TEACHER_STAGE, key)
-    corpus = labels.load_corpus(store, dataset)
+    corpus = load_corpus(store, dataset)
     excluded = held_out_ids(store, labels_ref, validation_splits)
     target_ids, candidate_ids = draw_teacher_examples(
         corpus.examples, excluded, config.n_targets, config.n_candidates, config.seed
@@ -128,7 +135,7 @@ def load_teacher(store: ArtifactStore, ref: ArtifactRef, method: str = FUSED) ->
 
 def _method_unit(
     store: ArtifactStore,
-    corpus: labels.Corpus,
+    corpus: Corpus,
     base_ref: ArtifactRef,
     config: TeacherConfig,
     method: str,
@@ -202,3 +209,37 @@ def _long_table(
             "score": np.asarray(scores, dtype=np.float32).reshape(-1),
         }
     )
+
+
+TEACHER_TIMEOUT_S = 12 * 3600
+
+
+@task(
+    name="teacher-scores",
+    task_run_name="teacher-{config.teacher.n_targets}x{config.teacher.n_candidates}",
+    cache_policy=store_verified_cache(),
+    tags=["gpu"],
+    timeout_seconds=TEACHER_TIMEOUT_S,
+    **IO_RETRY_OPTIONS,
+)
+def teacher_scores_task(
+    root: str, dataset: StepRef, labels: StepRef, base: StepRef, config: EncoderStageConfig
+) -> StepRef:
+    """The teacher's scores of (target, candidate) pairs of the label corpus, one unit per
+    teacher method (a killed run resumes after the finished methods)."""
+    store = open_store(root)
+    teacher = config.teacher
+    progress = Progress(f"teacher scores: {' + '.join(teacher.methods)}")
+    ref = build_teacher(
+        store,
+        dataset.resolve(),
+        labels.resolve(),
+        base.resolve(),
+        teacher,
+        config.validation_splits,
+        progress=progress.update,
+    )
+    step = StepRef.of(store, ref, **ref.metadata)
+    run_logger().info("teacher %s: %s", ref.key[:12], ref.metadata)
+    publish_link(step, "teacher scores (Parquet: target, candidate, method, score)")
+    return step

@@ -27,6 +27,7 @@ from airrep_core.hybrid import lexical_index
 from flows.cli_bench import bench_app
 from storage.artifacts import ArtifactStore
 from tasks import data_selection, evaluation, ground_truth, labels, method_scores
+from tasks.corpus import load_corpus
 from tasks.encoder import load_encoder
 
 PRESET = "tiny"
@@ -201,7 +202,7 @@ def test_classification_on_hh_rlhf_chosen_rejected_with_tfidf_is_sane(bench):
 def test_an_encoder_trained_on_an_evaluation_set_is_refused(bench):
     store = bench.store
     dolly = ground_truth.resolve_eval_dataset(store, "dolly")
-    corpus = labels.load_corpus(store, dolly)
+    corpus = load_corpus(store, dolly)
     with pytest.raises(ValueError, match=f"shares {len(corpus.examples)} example"):
         ground_truth.check_held_out(store, dolly.version, {"dolly": corpus})
 
@@ -218,9 +219,7 @@ def test_transfer_scores_airrep_against_another_base_lm(bench):
         selection_methods=(),
     )
     p3_train = store.get("datasets", result.encoder_ref.inputs[1])
-    transfer_base = labels.build_base(
-        store, labels.load_corpus(store, p3_train), config.transfer_base
-    )
+    transfer_base = labels.build_base(store, load_corpus(store, p3_train), config.transfer_base)
     assert transfer_base.metadata["model"] == "scratch-llama"
     outcome = evaluation.evaluate(store, config, result.encoder_ref, result.base_ref, transfer_base)
     rows = outcome.tables.transfer

@@ -120,8 +120,7 @@ def run(root: str, config: PipelineConfig) -> dict:
 def check_queries_after_pipeline(store: ArtifactStore, result: dict) -> None:
     """The user's queries on what the pipeline built: attribute a Dolly test example against
     the pool, and select examples for a GSM8K target task (the Python API of the CLI)."""
-    from tasks.embedding_tasks import as_dataset_version
-    from tasks.embeddings import open_index
+    from tasks.embeddings import as_dataset_version, open_index
 
     index, view = open_index(store, result["encoder"].resolve(), as_dataset_version(result["pool"]))
     dolly_test = read_jsonl(SAMPLE_DATASETS["dolly"].paths()[0], 1, skip=3000)[0]

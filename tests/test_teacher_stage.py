@@ -16,6 +16,7 @@ from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset
 from storage.sample_data import sample_data_dir
 from tasks import labels
+from tasks.corpus import load_corpus
 from tasks.encoder import HISTORY_FILE, load_encoder, train_encoder_artifact
 from tasks.teacher import (
     FUSED,
@@ -55,7 +56,7 @@ def test_teacher_reads_only_the_label_corpus_minus_the_held_out_splits(labelled,
     store, corpus_ref, labels_ref, base_ref = refs(labelled)
     dolly = labelled[2]
     read = []
-    original = labels.load_corpus
+    original = load_corpus
     monkeypatch.setattr(labels, "load_corpus", lambda s, d: read.append(d.key) or original(s, d))
     ref = build_teacher(store, corpus_ref, labels_ref, base_ref, TEACHER, validation_splits=1)
     # Every dataset the stage read is the label corpus: never an evaluation set.
