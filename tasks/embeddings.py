@@ -43,13 +43,12 @@ from storage.embedding_store import (
 )
 from storage.errors import ArtifactNotFound
 from storage.formats import FieldMapping
-from tasks.caching import store_verified_cache
+from tasks.caching import store_task
 from tasks.corpus import load_corpus
 from tasks.data_tasks import dataset_ref
 from tasks.encoder import ENCODER_STAGE, load_encoder
 from tasks.monitoring import Progress, publish_table, run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRY_OPTIONS
 
 MIN_KEY_PREFIX = 6
 
@@ -248,12 +247,7 @@ def as_dataset_version(ref: StepRef) -> DatasetVersion:
     return DatasetVersion(artifact.config["name"], artifact.key, artifact)
 
 
-@task(
-    name="sample-pool",
-    task_run_name="sample-{n_rows}-rows",
-    cache_policy=store_verified_cache(),
-    **IO_RETRY_OPTIONS,
-)
+@store_task("sample-pool", "sample-{n_rows}-rows")
 def sample_pool_task(root: str, dataset: StepRef, n_rows: int, seed: int = 0) -> StepRef:
     """A deterministic sample of ``n_rows`` rows of the dataset (itself when ``n_rows`` is 0)."""
     version = as_dataset_version(dataset)
@@ -262,13 +256,7 @@ def sample_pool_task(root: str, dataset: StepRef, n_rows: int, seed: int = 0) ->
     return dataset_ref(root, sample_dataset(open_store(root), version, n_rows, seed=seed))
 
 
-@task(
-    name="refresh-embeddings",
-    task_run_name="embed-{dataset.summary[name]}",
-    cache_policy=store_verified_cache(),
-    tags=["gpu"],
-    **IO_RETRY_OPTIONS,
-)
+@store_task("refresh-embeddings", "embed-{dataset.summary[name]}", gpu=True)
 def refresh_embeddings_task(
     root: str, encoder: StepRef, dataset: StepRef, config: EmbeddingConfig
 ) -> StepRef:

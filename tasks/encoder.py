@@ -16,8 +16,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
 from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder
 from airrep_core.encoder_training import ProgressCallback, TrainProgress, train_encoder
@@ -25,11 +23,10 @@ from airrep_core.head_training import train_encoder_head
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
-from tasks.caching import store_verified_cache
+from tasks.caching import store_task
 from tasks.corpus import load_corpus
 from tasks.monitoring import Progress, publish_link, publish_table, run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRY_OPTIONS
 from tasks.teacher import load_teacher
 
 ENCODER_STAGE = "encoder"
@@ -135,17 +132,7 @@ def load_encoder(store: ArtifactStore, ref: ArtifactRef) -> AirRepEncoder:
     return AirRepEncoder.from_pretrained(encoder_directory(store, ref)).eval()
 
 
-TRAIN_TIMEOUT_S = 12 * 3600
-
-
-@task(
-    name="train-encoder",
-    task_run_name="train-encoder-{config.train.steps}-steps",
-    cache_policy=store_verified_cache(),
-    tags=["gpu"],
-    timeout_seconds=TRAIN_TIMEOUT_S,
-    **IO_RETRY_OPTIONS,
-)
+@store_task("train-encoder", "train-encoder-{config.train.steps}-steps", gpu=True, timeout_h=12)
 def train_encoder_task(
     root: str,
     dataset: StepRef,

@@ -41,12 +41,11 @@ from airrep_core.evaluation.report import (
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels, method_scores
-from tasks.caching import store_verified_cache
+from tasks.caching import store_task
 from tasks.corpus import load_corpus
 from tasks.data_selection import select_and_finetune
 from tasks.encoder import train_encoder_artifact
 from tasks.ground_truth import (
-    GROUND_TRUTH_TIMEOUT_S,
     P3_TRAIN_DATASET,
     build_ground_truth,
     ceiling_row,
@@ -331,9 +330,6 @@ def run_bench(
     return BenchResult(result, encoder_ref, base_ref, labels_result.labels_key, command)
 
 
-REPORT_TIMEOUT_S = 6 * 3600
-
-
 @task(name="check-held-out", cache_policy=NO_CACHE, **IO_RETRY_OPTIONS)
 def check_held_out_task(root: str, encoder: StepRef, config: EvaluationConfig) -> list[str]:
     """Refuse (``ValueError``) an encoder whose training dataset shares an example with any
@@ -344,12 +340,7 @@ def check_held_out_task(root: str, encoder: StepRef, config: EvaluationConfig) -
     return names
 
 
-@task(
-    name="classification",
-    task_run_name="classify-{config.classification_tasks}",
-    cache_policy=store_verified_cache(),
-    **IO_RETRY_OPTIONS,
-)
+@store_task("classification", "classify-{config.classification_tasks}")
 def classify_task(
     root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
 ) -> list[StepRef]:
@@ -362,14 +353,7 @@ def classify_task(
     return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
 
 
-@task(
-    name="data-selection",
-    task_run_name="select-for-{config.selection_target}",
-    cache_policy=store_verified_cache(),
-    tags=["gpu"],
-    timeout_seconds=GROUND_TRUTH_TIMEOUT_S,
-    **IO_RETRY_OPTIONS,
-)
+@store_task("data-selection", "select-for-{config.selection_target}", gpu=True, timeout_h=12)
 def select_task(
     root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
 ) -> list[StepRef]:
@@ -383,13 +367,7 @@ def select_task(
     return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
 
 
-@task(
-    name="evaluation-report",
-    cache_policy=store_verified_cache(),
-    tags=["gpu"],
-    timeout_seconds=REPORT_TIMEOUT_S,
-    **IO_RETRY_OPTIONS,
-)
+@store_task("evaluation-report", gpu=True, timeout_h=6)
 def evaluation_report_task(
     root: str,
     config: EvaluationConfig,

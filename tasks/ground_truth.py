@@ -49,7 +49,7 @@ from storage.errors import ArtifactNotFound
 from storage.sample_data import sample_dataset
 from storage.tables import read_table, write_table
 from tasks import labels
-from tasks.caching import store_verified_cache
+from tasks.caching import store_task
 from tasks.corpus import Corpus, load_corpus
 from tasks.data_tasks import dataset_ref
 from tasks.monitoring import Progress, run_logger
@@ -283,9 +283,6 @@ def ceiling_row(truth: GroundTruth) -> dict[str, Any] | None:
     }
 
 
-GROUND_TRUTH_TIMEOUT_S = 12 * 3600
-
-
 @task(name="split-p3-templates", cache_policy=NO_CACHE, **IO_RETRY_OPTIONS)
 def split_p3_task(root: str) -> dict[str, tuple[StepRef, bool]]:
     """Import the sample P3 data split by template into ``flan_p3_train`` (the label corpus) and
@@ -309,14 +306,7 @@ def resolve_eval_set_task(root: str, name: str) -> StepRef:
     return dataset_ref(root, resolve_eval_dataset(open_store(root), name))
 
 
-@task(
-    name="lds-ground-truth",
-    task_run_name="ground-truth-{name}",
-    cache_policy=store_verified_cache(),
-    tags=["gpu"],
-    timeout_seconds=GROUND_TRUTH_TIMEOUT_S,
-    **IO_RETRY_OPTIONS,
-)
+@store_task("lds-ground-truth", "ground-truth-{name}", gpu=True, timeout_h=12)
 def ground_truth_task(
     root: str, name: str, dataset: StepRef, base: StepRef, config: EvaluationConfig
 ) -> StepRef:

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from prefect import task
 
 from airrep_core.base_model import build_base_model
 from airrep_core.config.labels import (
@@ -46,11 +45,10 @@ from airrep_core.sampling import (
 )
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, scan_tables, write_table
-from tasks.caching import store_verified_cache
+from tasks.caching import store_task
 from tasks.corpus import Corpus, DatasetLike, ids_digest, load_corpus
 from tasks.monitoring import Progress, publish_link, run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRY_OPTIONS
 from tasks.splits import (
     SPLITS_FILE,
     SUBSETS_FILE,
@@ -344,20 +342,15 @@ def _write_unit(
     return stats.to_dict()
 
 
-SHARD_TIMEOUT_S = 6 * 3600
-
-
 Unit = tuple[int, int]
 """(split_id, subset_id)."""
 
 
-@task(
-    name="prepare-base-model",
-    task_run_name="base-model-{config.architecture}-{config.hidden_size}",
-    cache_policy=store_verified_cache(),
-    tags=["gpu"],
-    timeout_seconds=SHARD_TIMEOUT_S,
-    **IO_RETRY_OPTIONS,
+@store_task(
+    "prepare-base-model",
+    "base-model-{config.architecture}-{config.hidden_size}",
+    gpu=True,
+    timeout_h=6,
 )
 def prepare_base_model(root: str, dataset: StepRef, config: BaseModelConfig) -> StepRef:
     """The base LM θ₀ (built from a config and warmed up, or loaded from the hub/a directory)."""
@@ -370,14 +363,7 @@ def prepare_base_model(root: str, dataset: StepRef, config: BaseModelConfig) -> 
     return step
 
 
-@task(
-    name="label-shard",
-    task_run_name="label-shard-{shard_name}",
-    cache_policy=store_verified_cache(),
-    tags=["gpu"],
-    timeout_seconds=SHARD_TIMEOUT_S,
-    **IO_RETRY_OPTIONS,
-)
+@store_task("label-shard", "label-shard-{shard_name}", gpu=True, timeout_h=6)
 def label_shard(
     root: str,
     dataset: StepRef,
@@ -414,7 +400,7 @@ def label_shard(
     return [StepRef.of(store, o.ref, computed=o.computed) for o in outcomes]
 
 
-@task(name="gather-labels", cache_policy=store_verified_cache(), **IO_RETRY_OPTIONS)
+@store_task("gather-labels")
 def gather_labels_task(
     root: str,
     dataset: StepRef,

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
 from airrep_core.baselines.interface import Attributor
 from airrep_core.baselines.registry import build_method, method_spec
@@ -33,13 +32,12 @@ from airrep_core.evaluation.lds_eval import lds_of, score_subsets
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
-from tasks.caching import store_verified_cache
+from tasks.caching import store_task
 from tasks.corpus import load_corpus
 from tasks.encoder import load_encoder
 from tasks.ground_truth import load_ground_truth, resolve_eval_dataset
 from tasks.monitoring import run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRY_OPTIONS
 
 SCORES_STAGE = "lds-scores"
 CLASSIFICATION_STAGE = "classification-scores"
@@ -266,12 +264,7 @@ def classify(
     return store.build(CLASSIFICATION_STAGE, key, config=stage_config, inputs=inputs, writer=writer)
 
 
-@task(
-    name="score-method",
-    task_run_name="score-{method}-{truth.summary[eval_set]}",
-    cache_policy=store_verified_cache(),
-    **IO_RETRY_OPTIONS,
-)
+@store_task("score-method", "score-{method}-{truth.summary[eval_set]}")
 def score_method_task(
     root: str, method: str, truth: StepRef, encoder: StepRef, config: EvaluationConfig
 ) -> StepRef:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from prefect import task
 
 from airrep_core.config.labels import (
     BaseModelConfig,
@@ -33,10 +32,9 @@ from airrep_core.sampling import (
 )
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, write_table
-from tasks.caching import store_verified_cache
+from tasks.caching import store_task
 from tasks.corpus import Corpus, ids_digest, load_corpus
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRY_OPTIONS
 
 SPLITS_STAGE = "label-splits"
 
@@ -112,12 +110,7 @@ def _rows_table(rows: list[dict[str, Any]]) -> pa.Table:
     return table.set_column(0, "split_id", pa.array([str(r["split_id"]) for r in rows]))
 
 
-@task(
-    name="sample-splits",
-    task_run_name="splits-{sampling.n_splits}x{sampling.n_subsets}",
-    cache_policy=store_verified_cache(),
-    **IO_RETRY_OPTIONS,
-)
+@store_task("sample-splits", "splits-{sampling.n_splits}x{sampling.n_subsets}")
 def sample_splits_task(
     root: str, dataset: StepRef, sampling: SamplingConfig, base: BaseModelConfig
 ) -> StepRef:

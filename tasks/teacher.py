@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import task
 
 from airrep_core.baselines.registry import build_method, method_spec
 from airrep_core.config.pipeline import EncoderStageConfig
@@ -34,11 +33,10 @@ from airrep_core.teacher import TeacherScores, draw_teacher_examples, fuse_score
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, write_table
 from tasks import labels
-from tasks.caching import store_verified_cache
+from tasks.caching import store_task
 from tasks.corpus import Corpus, load_corpus
 from tasks.monitoring import Progress, publish_link, run_logger
 from tasks.references import StepRef, open_store
-from tasks.retry import IO_RETRY_OPTIONS
 
 TEACHER_STAGE = "teacher-scores"
 TEACHER_METHOD_STAGE = "teacher-method-scores"
@@ -211,16 +209,11 @@ def _long_table(
     )
 
 
-TEACHER_TIMEOUT_S = 12 * 3600
-
-
-@task(
-    name="teacher-scores",
-    task_run_name="teacher-{config.teacher.n_targets}x{config.teacher.n_candidates}",
-    cache_policy=store_verified_cache(),
-    tags=["gpu"],
-    timeout_seconds=TEACHER_TIMEOUT_S,
-    **IO_RETRY_OPTIONS,
+@store_task(
+    "teacher-scores",
+    "teacher-{config.teacher.n_targets}x{config.teacher.n_candidates}",
+    gpu=True,
+    timeout_h=12,
 )
 def teacher_scores_task(
     root: str, dataset: StepRef, labels: StepRef, base: StepRef, config: EncoderStageConfig
