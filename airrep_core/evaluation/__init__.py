@@ -1,4 +1,4 @@
-"""The evaluation harness's pure parts (DESIGN.md §3): AirRep as an ``Attributor``, LDS of a
+"""The evaluation harness's pure parts (DESIGN.md §3): LDS of a
 method on a ground-truth split with the noise ceiling, the classification and data-selection
 tests, evaluation-set hold-out rules, and the report (Markdown, Parquet, PNG).
 
@@ -6,7 +6,6 @@ Storage and orchestration live in ``tasks/ground_truth.py``, ``tasks/method_scor
 ``tasks/data_selection.py`` and ``tasks/evaluation.py``; the CLI in ``flows/cli_bench.py``.
 """
 
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
 from airrep_core.evaluation.classification import ClassificationTask, balanced_task, top1_accuracy
 from airrep_core.evaluation.lds_eval import (
     LdsResult,
@@ -21,7 +20,6 @@ from airrep_core.evaluation.selection import random_selection, shipped_selection
 
 __all__ = [
     "NOISE_CEILING",
-    "AirRepAttributor",
     "ClassificationTask",
     "LdsResult",
     "ReportTables",

@@ -20,7 +20,6 @@ from airrep_core.encoder import AirRepEncoder
 from airrep_core.errors import ConfigError
 from airrep_core.evaluation import (
     NOISE_CEILING,
-    AirRepAttributor,
     ReportTables,
     balanced_task,
     lds_of,
@@ -32,6 +31,7 @@ from airrep_core.evaluation import (
     top1_accuracy,
     write_report,
 )
+from airrep_core.evaluation.airrep_attributor import AirRepAttributor
 from airrep_core.evaluation.classification import classes_with_enough_examples
 from airrep_core.evaluation.eval_sets import (
     draw_pool_and_test_by_prompt,
