@@ -14,22 +14,33 @@ entry points most users need (loaded on first use, so ``import airrep_core`` sta
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __version__ = "0.1.0"
 
+
+def lazy_exports(package: str, modules: Mapping[str, tuple[str, ...]]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports a name's module (``modules``: module path
+    -> the names it exports) on first use: packages name their API without importing torch
+    when they are imported."""
+    where = {name: module for module, names in modules.items() for name in names}
+
+    def getattr_(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(where[name]), name)
+
+    return getattr_
+
+
 _FACADE = {
-    "AirRepEncoder": "airrep_core.encoder",
-    "train_encoder": "airrep_core.encoder_training",
-    "train_encoder_head": "airrep_core.head_training",
-    "AttributionIndex": "airrep_core.attribution",
-    "build_method": "airrep_core.baselines.registry",
+    "airrep_core.encoder": ("AirRepEncoder",),
+    "airrep_core.encoder_training": ("train_encoder",),
+    "airrep_core.head_training": ("train_encoder_head",),
+    "airrep_core.attribution": ("AttributionIndex",),
+    "airrep_core.baselines.registry": ("build_method",),
 }
 
-__all__ = sorted(_FACADE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _FACADE:
-        raise AttributeError(f"module 'airrep_core' has no attribute {name!r}")
-    return getattr(importlib.import_module(_FACADE[name]), name)
+__all__ = sorted(name for names in _FACADE.values() for name in names)
+__getattr__ = lazy_exports(__name__, _FACADE)

@@ -340,17 +340,28 @@ def check_held_out_task(root: str, encoder: StepRef, config: EvaluationConfig) -
     return names
 
 
+def _evaluation_step(
+    root: str,
+    encoder: StepRef,
+    base: StepRef,
+    config: EvaluationConfig,
+    step: Callable[..., list[ArtifactRef]],
+) -> list[StepRef]:
+    """Run ``classifications`` or ``selections`` over the store; their results as references."""
+    store = open_store(root)
+    factory = method_scores.MethodFactory(store, config, encoder.resolve())
+    refs = step(store, config, factory, base.resolve())
+    for ref in refs:
+        run_logger().info("%s: %s", step.__name__, ref.metadata)
+    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+
+
 @store_task("classification", "classify-{config.classification_tasks}")
 def classify_task(
     root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
 ) -> list[StepRef]:
     """Every method's top-1 same-class accuracy on every classification test of ``config``."""
-    store = open_store(root)
-    factory = method_scores.MethodFactory(store, config, encoder.resolve())
-    refs = classifications(store, config, factory, base.resolve())
-    for ref in refs:
-        run_logger().info("classification %s", ref.metadata)
-    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+    return _evaluation_step(root, encoder, base, config, classifications)
 
 
 @store_task("data-selection", "select-for-{config.selection_target}", gpu=True, timeout_h=12)
@@ -359,12 +370,7 @@ def select_task(
 ) -> list[StepRef]:
     """The data-selection test: random and each method's selection (round-robin, as ``airrep
     select`` ships it), each fine-tuned on, with the target task's loss."""
-    store = open_store(root)
-    factory = method_scores.MethodFactory(store, config, encoder.resolve())
-    refs = selections(store, config, factory, base.resolve())
-    for ref in refs:
-        run_logger().info("selection %s", ref.metadata)
-    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+    return _evaluation_step(root, encoder, base, config, selections)
 
 
 @store_task("evaluation-report", gpu=True, timeout_h=6)

@@ -8,29 +8,22 @@ import torch or transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from airrep_core import lazy_exports
 
 _EXPORTS = {
-    "ALL_METHODS": "registry",
-    "BASELINE_CONFIGS": "registry",
-    "MODEL_METHODS": "registry",
-    "TEXT_METHODS": "registry",
-    "build_method": "registry",
-    "method_spec": "registry",
-    "Attributor": "interface",
-    "NotFittedError": "interface",
-    "Bm25Attributor": "lexical",
-    "TfidfAttributor": "lexical",
-    "EncoderAttributor": "representation",
-    "RdsAttributor": "representation",
-    "GradientAttributor": "gradient_attributor",
+    "airrep_core.baselines.registry": (
+        "ALL_METHODS",
+        "BASELINE_CONFIGS",
+        "MODEL_METHODS",
+        "TEXT_METHODS",
+        "build_method",
+        "method_spec",
+    ),
+    "airrep_core.baselines.interface": ("Attributor", "NotFittedError"),
+    "airrep_core.baselines.lexical": ("Bm25Attributor", "TfidfAttributor"),
+    "airrep_core.baselines.representation": ("EncoderAttributor", "RdsAttributor"),
+    "airrep_core.baselines.gradient_attributor": ("GradientAttributor",),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

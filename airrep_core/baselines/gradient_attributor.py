@@ -49,17 +49,19 @@ def preconditioner_for(config: GradientFeatureConfig) -> Preconditioner:
 
 class GradientAttributor(Attributor):
     """Preconditioned dot products of projected gradients; stores ``feature_dim`` floats per
-    train example. ``name`` is the strategy's method (``grad_dot``, ``trak`` or ``logra``)."""
+    train example. ``name`` is the strategy's method (``grad_dot``, ``trak`` or ``logra``);
+    ``preconditioner`` overrides the one ``config``'s class names (``preconditioner_for``)."""
 
     def __init__(
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         config: GradientFeatureConfig,
+        preconditioner: Preconditioner | None = None,
     ) -> None:
         super().__init__()
         self.config = config
-        self.preconditioner = preconditioner_for(config)
+        self.preconditioner = preconditioner or preconditioner_for(config)
         self.name = self.preconditioner.method
         self.featurizer = GradientFeaturizer(model, tokenizer, config)
 

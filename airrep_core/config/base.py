@@ -32,6 +32,14 @@ PRECISIONS = ("auto", "float32", "bf16")
 float32 on CPU; ``airrep_core.runtime`` resolves it before it enters a content key)."""
 DEVICES = ("auto", "cpu", "cuda")
 """Where a computation runs; auto = CUDA when there is a GPU."""
+CHOICE_FIELDS: dict[str, tuple[str, ...]] = {
+    "precision": PRECISIONS,
+    "eval_precision": PRECISIONS,
+    "airrep_precision": PRECISIONS,
+    "device": DEVICES,
+    "baseline_preset": PRESET_NAMES,
+}
+"""Fields checked by every config, by name: the value must be one of these."""
 
 
 def help_field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -56,6 +64,11 @@ class StageConfig:
         for name, part_cls in self.parts().items():
             value = getattr(self, name)
             require(isinstance(value, part_cls), self, name, value, f"a {part_cls.__name__}")
+        for f in dataclasses.fields(self):
+            allowed = CHOICE_FIELDS.get(f.name)
+            if allowed is not None:
+                value = getattr(self, f.name)
+                require(value in allowed, self, f.name, value, str(allowed))
         self.validate()
 
     @classmethod

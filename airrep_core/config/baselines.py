@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from airrep_core.config.base import PRECISIONS, StageConfig, help_field, require
+from airrep_core.config.base import StageConfig, help_field, require
 
 BLOCK_LINEAR_SUFFIXES = (
     "q_proj",
@@ -97,7 +97,6 @@ class EncoderBaselineConfig(StageConfig):
     def validate(self) -> None:
         require(self.max_length >= 8, self, "max_length", self.max_length, ">= 8")
         require(self.batch_size >= 1, self, "batch_size", self.batch_size, ">= 1")
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +117,6 @@ class RdsConfig(StageConfig):
     def validate(self) -> None:
         require(self.max_length >= 2, self, "max_length", self.max_length, ">= 2")
         require(self.batch_size >= 1, self, "batch_size", self.batch_size, ">= 1")
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +156,6 @@ class GradientFeatureConfig(StageConfig):
     def validate(self) -> None:
         require(self.max_length >= 2, self, "max_length", self.max_length, ">= 2")
         require(self.batch_size >= 1, self, "batch_size", self.batch_size, ">= 1")
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
         require(
             len(self.module_suffixes) > 0 and all(self.module_suffixes),
             self,

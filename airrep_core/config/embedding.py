@@ -51,7 +51,6 @@ class EmbeddingConfig(StageConfig):
         require(self.dtype in EMBEDDING_DTYPES, self, "dtype", self.dtype, str(EMBEDDING_DTYPES))
         require(self.part_rows >= 1, self, "part_rows", self.part_rows, ">= 1")
         require(self.batch_size >= 1, self, "batch_size", self.batch_size, ">= 1")
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,4 +83,3 @@ class SearchConfig(StageConfig):
         require(self.nprobe >= 1, self, "nprobe", self.nprobe, ">= 1")
         require(self.pooling in POOLINGS, self, "pooling", self.pooling, str(POOLINGS))
         require(self.batch_size >= 1, self, "batch_size", self.batch_size, ">= 1")
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))

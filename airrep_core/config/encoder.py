@@ -255,7 +255,6 @@ class EncoderTrainConfig(StageConfig):
             self.projection,
             "True with recipe='efficient' (it trains the projection)",
         )
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
         require(
             self.steps >= (0 if self.recipe == "efficient" else 1),
             self,

@@ -184,20 +184,6 @@ class EvaluationConfig(StageConfig):
             f"a seed other than finetune.seed ({self.finetune.seed})",
         )
         require(
-            self.baseline_preset in PRESET_NAMES,
-            self,
-            "baseline_preset",
-            self.baseline_preset,
-            str(PRESET_NAMES),
-        )
-        require(
-            self.airrep_precision in PRECISIONS,
-            self,
-            "airrep_precision",
-            self.airrep_precision,
-            str(PRECISIONS),
-        )
-        require(
             set(self.classification_tasks) <= set(CLASSIFICATION_TASKS),
             self,
             "classification_tasks",

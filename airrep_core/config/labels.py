@@ -210,8 +210,6 @@ class BaseModelConfig(StageConfig):
             self.architecture,
             str(SCRATCH_ARCHITECTURES),
         )
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
-        require(self.device in DEVICES, self, "device", self.device, str(DEVICES))
         require(
             isinstance(self.corpus_share, (int, float)) and 0.0 <= self.corpus_share < 1.0,
             self,
@@ -350,15 +348,6 @@ class FinetuneConfig(StageConfig):
         require(
             isinstance(self.seed, int) and self.seed >= 0, self, "seed", self.seed, "an int >= 0"
         )
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
-        require(
-            self.eval_precision in PRECISIONS,
-            self,
-            "eval_precision",
-            self.eval_precision,
-            str(PRECISIONS),
-        )
-        require(self.device in DEVICES, self, "device", self.device, str(DEVICES))
         require(self.lora_alpha > 0, self, "lora_alpha", self.lora_alpha, "> 0")
         require(0 <= self.lora_dropout < 1, self, "lora_dropout", self.lora_dropout, "[0, 1)")
         require(
