@@ -35,11 +35,11 @@ def lazy_exports(package: str, modules: Mapping[str, tuple[str, ...]]) -> Callab
 
 
 _FACADE = {
-    "airrep_core.encoder": ("AirRepEncoder",),
-    "airrep_core.encoder_training": ("train_encoder",),
-    "airrep_core.head_training": ("train_encoder_head",),
-    "airrep_core.attribution": ("AttributionIndex",),
-    "airrep_core.baselines.registry": ("build_method",),
+    "airrep_core.encoder.model": ("AirRepEncoder",),
+    "airrep_core.encoder.training": ("train_encoder",),
+    "airrep_core.encoder.head_training": ("train_encoder_head",),
+    "airrep_core.attribution.index": ("AttributionIndex",),
+    "airrep_core.methods.registry": ("build_method",),
 }
 
 __all__ = sorted(name for names in _FACADE.values() for name in names)

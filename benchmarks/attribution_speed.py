@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
-from airrep_core.baselines import GradientAttributor
 from airrep_core.config.baselines import GradDotConfig, LograConfig, TrakConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
-from airrep_core.examples import Example
-from airrep_core.lm_data import tokenize_example
-from airrep_core.lm_tokenizer import train_bpe_tokenizer
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.lm.data import tokenize_example
+from airrep_core.lm.tokenizer import train_bpe_tokenizer
+from airrep_core.methods import GradientAttributor
+from airrep_core.methods.airrep import AirRepAttributor
 
 MAX_LENGTH = 512
 LONG_PROMPT_TEMPLATES = (

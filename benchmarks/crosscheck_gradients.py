@@ -36,11 +36,11 @@ from scipy import stats
 from torch.utils.data import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from airrep_core.baselines import GradientAttributor
-from airrep_core.baselines.gradients import tracked_linear_layers
 from airrep_core.config.baselines import GradDotConfig, LograConfig
-from airrep_core.examples import Example
-from airrep_core.lm_data import IGNORE_INDEX, collate, tokenize_example
+from airrep_core.data.examples import Example
+from airrep_core.lm.data import IGNORE_INDEX, collate, tokenize_example
+from airrep_core.methods import GradientAttributor
+from airrep_core.methods.gradient_features import tracked_linear_layers
 
 MAX_LENGTH = 64
 BATCH_SIZE = 4

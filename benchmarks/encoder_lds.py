@@ -30,8 +30,8 @@ import time
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.encoder_training import evaluate_encoder
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.training import evaluate_encoder
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset
 from storage.root import default_root_uri

@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from airrep_core.base_model import build_base_model
 from airrep_core.config.labels import LabelsConfig
-from airrep_core.examples import Example
-from airrep_core.finetune import FinetuneStats, SubsetFinetuner
-from airrep_core.lm_loss import tokenize_pairs
+from airrep_core.data.examples import Example
+from airrep_core.data.sampling import partition_corpus, sample_split
+from airrep_core.lm.base_model import build_base_model
+from airrep_core.lm.finetune import FinetuneStats, SubsetFinetuner
+from airrep_core.lm.loss import tokenize_pairs
 from airrep_core.runtime import matmul_peak
-from airrep_core.sampling import partition_corpus, sample_split
 from storage.artifacts import ArtifactStore
 from tasks.corpus import load_corpus
 from tasks.ground_truth import import_p3_holdout

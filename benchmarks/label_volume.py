@@ -28,12 +28,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from airrep_core.baselines import Attributor
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
+from airrep_core.data.labels import SplitLabels
 from airrep_core.evaluation.lds_eval import LdsResult, lds_of, score_subsets
-from airrep_core.labels import SplitLabels
+from airrep_core.methods import Attributor
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.root import default_root_uri
 from tasks import labels

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from airrep_core.search import IvfIndex, exact_top_k, recall_at_k
+from airrep_core.attribution.search import IvfIndex, exact_top_k, recall_at_k
 
 
 def measured_bandwidth(matrix: np.ndarray) -> dict[str, float]:

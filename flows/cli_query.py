@@ -34,8 +34,8 @@ from airrep_core.config.embedding import (
     SearchConfig,
 )
 from airrep_core.config.encoder import POOLINGS
+from airrep_core.data.examples import Example
 from airrep_core.errors import AirRepError
-from airrep_core.examples import Example
 from storage.artifacts import ArtifactStore
 from storage.datasets import DatasetVersion, find_version, latest_version, read_examples
 from storage.errors import DataValidationError, StorageError

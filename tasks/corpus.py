@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.datasets import DatasetVersion, read_examples
 

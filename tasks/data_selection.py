@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airrep_core.config.evaluation import EvaluationConfig
+from airrep_core.data.examples import Example
+from airrep_core.data.sampling import Split
 from airrep_core.evaluation.selection import random_selection, shipped_selection
-from airrep_core.examples import Example
 from airrep_core.runtime import resolved
-from airrep_core.sampling import Split
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table
 from tasks import labels
@@ -141,7 +141,7 @@ def select_and_finetune(
             "draws": len(chosen),
         }
         if selection == "random":
-            from airrep_core.finetune import SubsetFinetuner
+            from airrep_core.lm.finetune import SubsetFinetuner
 
             finetuner = SubsetFinetuner(store.local_dir(base_ref), config.finetune)
             metadata["base_loss"] = float(np.mean(finetuner.target_losses(targets)))

@@ -25,11 +25,11 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from airrep_core.attribution import AttributionIndex, ExampleEncoder, SelectedExample
+from airrep_core.attribution.hybrid import lexical_index
+from airrep_core.attribution.index import AttributionIndex, ExampleEncoder, SelectedExample
 from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import Example
-from airrep_core.hybrid import lexical_index
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples, sample_dataset

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from airrep_core.config.pipeline import EncoderStageConfig
-from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder
-from airrep_core.encoder_training import ProgressCallback, TrainProgress, train_encoder
-from airrep_core.head_training import train_encoder_head
+from airrep_core.encoder.head_training import train_encoder_head
+from airrep_core.encoder.model import ENCODER_CONFIG_FILE, AirRepEncoder
+from airrep_core.encoder.training import ProgressCallback, TrainProgress, train_encoder
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels

@@ -33,6 +33,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from airrep_core.config.evaluation import EvaluationConfig
+from airrep_core.data.examples import Example
+from airrep_core.data.labels import SplitLabels
 from airrep_core.evaluation.eval_sets import (
     P3_HELDOUT_SHARE,
     draw_pool_and_test_by_prompt,
@@ -40,8 +42,6 @@ from airrep_core.evaluation.eval_sets import (
 )
 from airrep_core.evaluation.lds_eval import noise_ceiling
 from airrep_core.evaluation.report import NOISE_CEILING
-from airrep_core.examples import Example
-from airrep_core.labels import SplitLabels
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.datasets import DATASET_STAGE, DatasetVersion, import_dataset, latest_version

@@ -30,19 +30,17 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from airrep_core.base_model import build_base_model
 from airrep_core.config.labels import (
     BaseModelConfig,
     EvaluationSamplingConfig,
     FinetuneConfig,
     LabelsConfig,
 )
-from airrep_core.finetune import SubsetFinetuner
-from airrep_core.labels import SplitLabels
+from airrep_core.data.labels import SplitLabels
+from airrep_core.data.sampling import Split
+from airrep_core.lm.base_model import build_base_model
+from airrep_core.lm.finetune import SubsetFinetuner
 from airrep_core.runtime import resolved
-from airrep_core.sampling import (
-    Split,
-)
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, scan_tables, write_table
 from tasks.caching import store_task

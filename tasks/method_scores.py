@@ -18,8 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airrep_core.baselines.interface import Attributor
-from airrep_core.baselines.registry import build_method, method_spec
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.evaluation.classification import (
     ClassificationTask,
@@ -29,6 +27,8 @@ from airrep_core.evaluation.classification import (
 )
 from airrep_core.evaluation.eval_sets import p3_task
 from airrep_core.evaluation.lds_eval import lds_of, score_subsets
+from airrep_core.methods.interface import Attributor
+from airrep_core.methods.registry import build_method, method_spec
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
@@ -96,7 +96,7 @@ class MethodFactory:
             extra = {"encoder": self._encoder, "settings": self.settings(method)}
         elif needs == "base_lm":
             if self._lm is None or self._lm[0] != base_key:
-                from airrep_core.lm_loading import load_causal_lm
+                from airrep_core.lm.loading import load_causal_lm
 
                 base_dir = self.store.local_dir(self.store.get(labels.BASE_STAGE, base_key))
                 model, tokenizer = load_causal_lm(base_dir)

@@ -20,7 +20,7 @@ from airrep_core.config.labels import (
     EvaluationSamplingConfig,
     SamplingConfig,
 )
-from airrep_core.sampling import (
+from airrep_core.data.sampling import (
     Split,
     draw_pool_and_test,
     partition_corpus,

@@ -25,11 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airrep_core.baselines.registry import build_method, method_spec
 from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.config.teacher import TeacherConfig
-from airrep_core.head_training import split_example_ids
-from airrep_core.teacher import TeacherScores, draw_teacher_examples, fuse_scores
+from airrep_core.encoder.head_training import split_example_ids
+from airrep_core.encoder.teacher import TeacherScores, draw_teacher_examples, fuse_scores
+from airrep_core.methods.registry import build_method, method_spec
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, write_table
 from tasks import labels
@@ -160,7 +160,7 @@ def _method_unit(
     def writer(staging: Path) -> dict[str, Any]:
         model = tokenizer = None
         if needs_lm:
-            from airrep_core.lm_loading import load_causal_lm
+            from airrep_core.lm.loading import load_causal_lm
 
             model, tokenizer = load_causal_lm(store.local_dir(base_ref))
         attributor = build_method(method, config.baseline_preset, model=model, tokenizer=tokenizer)

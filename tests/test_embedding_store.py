@@ -17,8 +17,8 @@ import pyarrow as pa
 import pytest
 
 from airrep_core.config.embedding import EmbeddingConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
 from storage.artifacts import ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples
 from storage.embedding_store import (

@@ -15,15 +15,15 @@ import pytest
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-import airrep_core.baselines.interface
-import airrep_core.finetune
+import airrep_core.lm.finetune
+import airrep_core.methods.interface
 import tasks.encoder
-from airrep_core.attribution import AttributionIndex
-from airrep_core.baselines import TfidfAttributor
+from airrep_core.attribution.hybrid import lexical_index
+from airrep_core.attribution.index import AttributionIndex
 from airrep_core.config.embedding import SearchConfig
 from airrep_core.config.evaluation import ALL_METHODS, EvaluationConfig
 from airrep_core.evaluation import NOISE_CEILING, top1_accuracy
-from airrep_core.hybrid import lexical_index
+from airrep_core.methods import TfidfAttributor
 from flows.cli_bench import bench_app
 from storage.artifacts import ArtifactStore
 from tasks import data_selection, evaluation, ground_truth, labels, method_scores
@@ -172,8 +172,8 @@ def test_cli_rerun_recomputes_nothing(bench, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a cached step was recomputed")
 
-    monkeypatch.setattr(airrep_core.baselines.interface.Attributor, "fit", forbidden)
-    monkeypatch.setattr(airrep_core.finetune.SubsetFinetuner, "__init__", forbidden)
+    monkeypatch.setattr(airrep_core.methods.interface.Attributor, "fit", forbidden)
+    monkeypatch.setattr(airrep_core.lm.finetune.SubsetFinetuner, "__init__", forbidden)
     monkeypatch.setattr(tasks.encoder, "train_encoder", forbidden)
     monkeypatch.setattr(labels, "build_base_model", forbidden)
     outcome = CliRunner().invoke(bench_app, ["lds", "--preset", "tiny", "--root", root])

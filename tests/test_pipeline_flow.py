@@ -13,7 +13,7 @@ import pytest
 
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.pipeline import PipelineConfig
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset
 from storage.sample_data import SAMPLE_DATASETS

@@ -23,9 +23,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from airrep_core.baselines.registry import ALL_METHODS
 from airrep_core.config.base import PRECISIONS, PRESET_NAMES, StageConfig, help_field, require
 from airrep_core.config.labels import BaseModelConfig, EvaluationSamplingConfig, FinetuneConfig
+from airrep_core.methods.registry import ALL_METHODS
 
 CLASSIFICATION_TASKS = ("hh_chosen_rejected", "source", "p3_task")
 """Top-1 same-class tests: HH-RLHF chosen vs rejected, source dataset of a mixed pool, P3 task."""

@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from airrep_core.baselines.registry import TEACHER_METHODS
 from airrep_core.config.base import PRESET_NAMES, StageConfig, help_field, require
+from airrep_core.methods.registry import TEACHER_METHODS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from airrep_core.baselines.interface import Attributor
-from airrep_core.examples import Example
-from airrep_core.metrics import per_target_spearman
+from airrep_core.data.examples import Example
+from airrep_core.evaluation.metrics import per_target_spearman
+from airrep_core.methods.interface import Attributor
 
 
 def subset_indices(pool_ids: Sequence[str], subsets: Sequence[Sequence[str]]) -> list[np.ndarray]:

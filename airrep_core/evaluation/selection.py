@@ -5,7 +5,7 @@ candidates.
 The evaluated selection is the one ``airrep select`` ships (``AttributionIndex.select``): each
 target example ranks the candidates by s(x, z), and candidates are taken round-robin over the
 targets' rankings (``search.round_robin_from_scores``, the paper's rule). The fine-tune and the
-loss are the label generation's (``airrep_core.finetune.SubsetFinetuner``), so the comparison is
+loss are the label generation's (``airrep_core.lm.finetune.SubsetFinetuner``), so the comparison is
 exactly "which subset helps the target more" in the LDS protocol's own terms.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from airrep_core.search import round_robin_from_scores
+from airrep_core.attribution.search import round_robin_from_scores
 
 
 def shipped_selection(scores: np.ndarray, n: int) -> np.ndarray:

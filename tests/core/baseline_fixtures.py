@@ -27,9 +27,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from airrep_core.examples import Example
-from airrep_core.lm_data import collate, tokenize_example
-from airrep_core.lm_tokenizer import train_bpe_tokenizer
+from airrep_core.data.examples import Example
+from airrep_core.lm.data import collate, tokenize_example
+from airrep_core.lm.tokenizer import train_bpe_tokenizer
 
 SEED = 0
 PER_TEMPLATE = 50

@@ -25,7 +25,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from airrep_core.lm_data import collate, tokenize_example
+from airrep_core.lm.data import collate, tokenize_example
 
 REPO = Path(__file__).resolve().parents[2]
 EOS_TOKEN = "<|endoftext|>"

@@ -11,18 +11,18 @@ from lm_fixtures import read_p3_pairs
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from airrep_core.base_model import (
+from airrep_core.config.labels import BaseModelConfig
+from airrep_core.data.examples import Example
+from airrep_core.data.sampling import partition_corpus
+from airrep_core.errors import ConfigError
+from airrep_core.lm.base_model import (
     BaseModelReport,
     build_base_model,
     init_scratch_model,
     select_warmup_examples,
 )
-from airrep_core.config.labels import BaseModelConfig
-from airrep_core.errors import ConfigError
-from airrep_core.examples import Example
-from airrep_core.lm_tokenizer import EOS_TOKEN, train_bpe_tokenizer
-from airrep_core.sampling import partition_corpus
-from airrep_core.warmup import block_loss, pack_blocks, warm_up, warmup_text
+from airrep_core.lm.tokenizer import EOS_TOKEN, train_bpe_tokenizer
+from airrep_core.lm.warmup import block_loss, pack_blocks, warm_up, warmup_text
 
 CONFIG = BaseModelConfig.preset("tiny")
 CPU = torch.device("cpu")

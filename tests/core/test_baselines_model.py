@@ -12,21 +12,21 @@ from baseline_fixtures import (
     train_and_query_examples,
 )
 
-from airrep_core.baselines import GradientAttributor, RdsAttributor
-from airrep_core.baselines.gradients import (
+from airrep_core.config.baselines import GradDotConfig, LograConfig, RdsConfig, TrakConfig
+from airrep_core.lm.data import collate, tokenize_example
+from airrep_core.methods import GradientAttributor, RdsAttributor
+from airrep_core.methods.gradient_features import (
     GradientFeaturizer,
     KroneckerProjection,
     TrackedLayer,
     projection_matrix,
     response_losses,
 )
-from airrep_core.baselines.preconditioners import (
+from airrep_core.methods.preconditioners import (
     KfacFactor,
     KroneckerCovariance,
     ridge_preconditioned,
 )
-from airrep_core.config.baselines import GradDotConfig, LograConfig, RdsConfig, TrakConfig
-from airrep_core.lm_data import collate, tokenize_example
 
 EXACT = {"projection_in": 0, "projection_out": 0}
 

@@ -9,7 +9,16 @@ from baseline_fixtures import train_and_query_examples
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
-from airrep_core.baselines import (
+from airrep_core.config.base import PRESET_NAMES
+from airrep_core.config.baselines import (
+    Bm25Config,
+    GradDotConfig,
+    LograConfig,
+    TfidfConfig,
+)
+from airrep_core.data.examples import encoder_text
+from airrep_core.errors import ConfigError
+from airrep_core.methods import (
     ALL_METHODS,
     BASELINE_CONFIGS,
     Bm25Attributor,
@@ -18,16 +27,7 @@ from airrep_core.baselines import (
     build_method,
     method_spec,
 )
-from airrep_core.baselines.interface import sum_group_scores
-from airrep_core.config.base import PRESET_NAMES
-from airrep_core.config.baselines import (
-    Bm25Config,
-    GradDotConfig,
-    LograConfig,
-    TfidfConfig,
-)
-from airrep_core.errors import ConfigError
-from airrep_core.examples import encoder_text
+from airrep_core.methods.interface import sum_group_scores
 
 
 @pytest.fixture(scope="module")

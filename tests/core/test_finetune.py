@@ -9,12 +9,12 @@ import pytest
 import torch
 from lm_fixtures import read_p3_pairs
 
-from airrep_core.base_model import build_base_model
 from airrep_core.config.labels import BaseModelConfig, FinetuneConfig
-from airrep_core.examples import Example
-from airrep_core.finetune import SubsetFinetuner, lr_multiplier, response_token_loss
-from airrep_core.lm_data import collate
-from airrep_core.lm_loss import TransformersLossBackend, tokenize_pairs
+from airrep_core.data.examples import Example
+from airrep_core.lm.base_model import build_base_model
+from airrep_core.lm.data import collate
+from airrep_core.lm.finetune import SubsetFinetuner, lr_multiplier, response_token_loss
+from airrep_core.lm.loss import TransformersLossBackend, tokenize_pairs
 
 CONFIG = FinetuneConfig.preset("tiny")
 CPU = torch.device("cpu")

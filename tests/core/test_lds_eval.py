@@ -1,5 +1,5 @@
 """The evaluation harness's pure parts: LDS and the noise ceiling against scipy, AirRep's group
-scores against ``airrep_core.scoring``, the classification and selection rules, the hold-out
+scores against ``airrep_core.encoder.scoring``, the classification and selection rules, the hold-out
 rules and the report files."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from encoder_fixtures import PER_TEMPLATE
 from p3_fixtures import p3_examples
 from scipy.stats import spearmanr
 
-from airrep_core.baselines import TfidfAttributor
 from airrep_core.config.evaluation import EvaluationConfig
-from airrep_core.encoder import AirRepEncoder
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.scoring import group_scores
 from airrep_core.errors import ConfigError
 from airrep_core.evaluation import (
     NOISE_CEILING,
@@ -31,7 +32,6 @@ from airrep_core.evaluation import (
     top1_accuracy,
     write_report,
 )
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
 from airrep_core.evaluation.classification import classes_with_enough_examples
 from airrep_core.evaluation.eval_sets import (
     draw_pool_and_test_by_prompt,
@@ -39,8 +39,8 @@ from airrep_core.evaluation.eval_sets import (
     p3_task,
     split_templates,
 )
-from airrep_core.examples import Example
-from airrep_core.scoring import group_scores
+from airrep_core.methods import TfidfAttributor
+from airrep_core.methods.airrep import AirRepAttributor
 from storage.sample_data import sample_data_dir
 
 

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from airrep_core.config.labels import EvaluationSamplingConfig, LabelsConfig, SamplingConfig
-from airrep_core.errors import ConfigError
-from airrep_core.sampling import (
+from airrep_core.data.sampling import (
     draw_pool_and_test,
     draw_subsets,
     partition_corpus,
@@ -23,6 +22,7 @@ from airrep_core.sampling import (
     splits_rows,
     subsets_rows,
 )
+from airrep_core.errors import ConfigError
 
 IDS = [f"p3-{i:05d}" for i in range(400)]
 CONFIG = SamplingConfig(

@@ -15,21 +15,21 @@ from collections.abc import Sequence
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from airrep_core.baselines.gradients import GradientFeaturizer
-from airrep_core.baselines.interface import Attributor
-from airrep_core.baselines.preconditioners import (
-    IdentityPreconditioner,
-    KfacPreconditioner,
-    Preconditioner,
-    RidgePreconditioner,
-)
 from airrep_core.config.baselines import (
     GradDotConfig,
     GradientFeatureConfig,
     LograConfig,
     TrakConfig,
 )
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
+from airrep_core.methods.gradient_features import GradientFeaturizer
+from airrep_core.methods.interface import Attributor
+from airrep_core.methods.preconditioners import (
+    IdentityPreconditioner,
+    KfacPreconditioner,
+    Preconditioner,
+    RidgePreconditioner,
+)
 
 
 def preconditioner_for(config: GradientFeatureConfig) -> Preconditioner:

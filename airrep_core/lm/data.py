@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from airrep_core.examples import lm_prompt
+from airrep_core.data.examples import lm_prompt
 
 IGNORE_INDEX = -100
 """Label of a token that takes no part in the loss (PyTorch's ``cross_entropy`` default)."""

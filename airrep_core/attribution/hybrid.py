@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from airrep_core.baselines.interface import sum_group_scores
-from airrep_core.baselines.lexical import Bm25Attributor
+from airrep_core.attribution.search import TopK
 from airrep_core.config.baselines import Bm25Config
-from airrep_core.examples import Example
-from airrep_core.search import TopK
-from airrep_core.teacher import zscore_rows
+from airrep_core.data.examples import Example
+from airrep_core.encoder.teacher import zscore_rows
+from airrep_core.methods.interface import sum_group_scores
+from airrep_core.methods.lexical import Bm25Attributor
 
 
 def hybrid_scores(

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from airrep_core.lm_data import IGNORE_INDEX, MIN_MAX_LENGTH, TokenizedExample
-from airrep_core.lm_loading import DTYPES, require_dir_with
-from airrep_core.lm_loss import tokenize_pairs
+from airrep_core.lm.data import IGNORE_INDEX, MIN_MAX_LENGTH, TokenizedExample
+from airrep_core.lm.loading import DTYPES, require_dir_with
+from airrep_core.lm.loss import tokenize_pairs
 
 CONFIG_KEYS_IGNORED_FOR_REUSE = ("_name_or_path", "transformers_version")
 """``config.json`` keys that may differ between two checkpoints of one architecture."""

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from airrep_core.data.examples import Example
 from airrep_core.errors import AirRepError
-from airrep_core.examples import Example
 
 SUM_RULE = "sum of per-example scores"
 """The group rule of every method but AirRep (DESIGN.md §3, LDS)."""

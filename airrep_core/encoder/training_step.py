@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from airrep_core.checkpoint import capture_rng_state, restore_rng_state
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.ranking_loss import count_valid_pairs, pairwise_ranking_loss
+from airrep_core.encoder.checkpoint import capture_rng_state, restore_rng_state
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.ranking_loss import count_valid_pairs, pairwise_ranking_loss
+from airrep_core.encoder.scoring import group_scores
 from airrep_core.runtime import precision_context
-from airrep_core.scoring import group_scores
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from airrep_core import checkpoint as ckpt
 from airrep_core.config.encoder import EncoderTrainConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import Example
-from airrep_core.labels import SplitLabels, normalise_losses
-from airrep_core.metrics import lds, ranking_accuracy
-from airrep_core.ranking_loss import pairwise_ranking_loss
-from airrep_core.scoring import group_scores, pad_membership
-from airrep_core.training_sampler import LeastSeenSampler
-from airrep_core.training_step import StepBatch, two_pass_backward
+from airrep_core.data.examples import Example
+from airrep_core.data.labels import SplitLabels, normalise_losses
+from airrep_core.encoder import checkpoint as ckpt
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.ranking_loss import pairwise_ranking_loss
+from airrep_core.encoder.scoring import group_scores, pad_membership
+from airrep_core.encoder.training_sampler import LeastSeenSampler
+from airrep_core.encoder.training_step import StepBatch, two_pass_backward
+from airrep_core.evaluation.metrics import lds, ranking_accuracy
 
 logger = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from airrep_core.baselines.gradients import BatchFactors, GradientFeaturizer
-from airrep_core.baselines.interface import NotFittedError
+from airrep_core.methods.gradient_features import BatchFactors, GradientFeaturizer
+from airrep_core.methods.interface import NotFittedError
 
 
 def ridge_preconditioned(features: np.ndarray, damping_fraction: float) -> tuple[np.ndarray, float]:

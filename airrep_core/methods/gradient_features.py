@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from airrep_core.baselines.representation import pad_token_id
 from airrep_core.config.baselines import GradientFeatureConfig
-from airrep_core.examples import Example
-from airrep_core.lm_data import IGNORE_INDEX, collate, length_sorted_batches, tokenize_example
+from airrep_core.data.examples import Example
+from airrep_core.lm.data import IGNORE_INDEX, collate, length_sorted_batches, tokenize_example
+from airrep_core.methods.representation import pad_token_id
 from airrep_core.runtime import precision_context
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from airrep_core.baselines.interface import Attributor, NotFittedError
 from airrep_core.config.baselines import EncoderBaselineConfig, RdsConfig
-from airrep_core.examples import Example
-from airrep_core.lm_data import collate, length_sorted_batches, tokenize_example
+from airrep_core.data.examples import Example
+from airrep_core.lm.data import collate, length_sorted_batches, tokenize_example
+from airrep_core.methods.interface import Attributor, NotFittedError
 from airrep_core.runtime import precision_context
 
 
@@ -94,7 +94,7 @@ class EncoderAttributor(EmbeddingAttributor):
 
 def build_off_the_shelf_encoder(config: EncoderBaselineConfig) -> EncoderAttributor:
     """``EncoderAttributor`` over ``config.backbone`` loaded without AirRep's projection."""
-    from airrep_core.encoder import AirRepEncoder
+    from airrep_core.encoder.model import AirRepEncoder
 
     encoder = AirRepEncoder.from_backbone(
         config.backbone, projection=False, max_length=config.max_length

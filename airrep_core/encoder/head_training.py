@@ -31,17 +31,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from airrep_core.attribution.hybrid import hybrid_group_scores, lexical_index
 from airrep_core.config.encoder import EncoderTrainConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.encoder_training import ProgressCallback, TokenCache, TrainProgress, TrainResult
+from airrep_core.data.examples import Example
+from airrep_core.data.labels import SplitLabels, normalise_losses
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.ranking_loss import pairwise_ranking_loss
+from airrep_core.encoder.scoring import group_scores, pad_membership
+from airrep_core.encoder.teacher import TeacherScores, teacher_ids
+from airrep_core.encoder.training import ProgressCallback, TokenCache, TrainProgress, TrainResult
 from airrep_core.evaluation.lds_eval import subset_indices
-from airrep_core.examples import Example
-from airrep_core.hybrid import hybrid_group_scores, lexical_index
-from airrep_core.labels import SplitLabels, normalise_losses
-from airrep_core.metrics import lds
-from airrep_core.ranking_loss import pairwise_ranking_loss
-from airrep_core.scoring import group_scores, pad_membership
-from airrep_core.teacher import TeacherScores, teacher_ids
+from airrep_core.evaluation.metrics import lds
 
 logger = logging.getLogger(__name__)
 

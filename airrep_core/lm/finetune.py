@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from airrep_core.config.labels import FinetuneConfig
-from airrep_core.examples import Example
-from airrep_core.lm_data import IGNORE_INDEX, collate
-from airrep_core.lm_loading import load_causal_lm
-from airrep_core.lm_loss import pad_token_id, response_losses_for_model, tokenize_pairs
+from airrep_core.data.examples import Example
+from airrep_core.lm.data import IGNORE_INDEX, collate
+from airrep_core.lm.loading import load_causal_lm
+from airrep_core.lm.loss import pad_token_id, response_losses_for_model, tokenize_pairs
 from airrep_core.runtime import precision_context, resolve_device, resolve_precision
 
 

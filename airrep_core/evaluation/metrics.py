@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from airrep_core.ranking_loss import T_MIN
+from airrep_core.encoder.ranking_loss import T_MIN
 
 
 def per_target_spearman(scores: np.ndarray, losses: np.ndarray) -> np.ndarray:

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airrep_core.baselines.interface import SUM_RULE
 from airrep_core.config.base import StageConfig
 from airrep_core.config.baselines import (
     Bm25Config,
@@ -39,9 +38,10 @@ from airrep_core.config.baselines import (
     TfidfConfig,
     TrakConfig,
 )
+from airrep_core.methods.interface import SUM_RULE
 
 if TYPE_CHECKING:
-    from airrep_core.baselines.interface import Attributor
+    from airrep_core.methods.interface import Attributor
 
 NEEDS = ("text", "base_lm", "encoder")
 
@@ -60,7 +60,7 @@ class MethodSpec:
 
 def _airrep(pooling: str) -> Callable[..., Attributor]:
     def build(settings: dict[str, Any], *, encoder: Any = None, **_: Any) -> Attributor:
-        from airrep_core.evaluation.airrep_attributor import AirRepAttributor
+        from airrep_core.methods.airrep import AirRepAttributor
 
         # The mean-pooling ablation is the embedding alone, also for a hybrid encoder.
         return AirRepAttributor(
@@ -76,7 +76,7 @@ def _airrep(pooling: str) -> Callable[..., Attributor]:
 
 def _text(name: str) -> Callable[..., Attributor]:
     def build(config: StageConfig, **_: Any) -> Attributor:
-        from airrep_core.baselines import lexical, representation
+        from airrep_core.methods import lexical, representation
 
         if name == "encoder":
             return representation.build_off_the_shelf_encoder(config)
@@ -91,10 +91,10 @@ def _model(name: str) -> Callable[..., Attributor]:
         if model is None or tokenizer is None:
             raise ValueError(f"method={name!r} needs the target LM: pass model= and tokenizer=")
         if name == "rds":
-            from airrep_core.baselines.representation import RdsAttributor
+            from airrep_core.methods.representation import RdsAttributor
 
             return RdsAttributor(model, tokenizer, config)
-        from airrep_core.baselines.gradient_attributor import GradientAttributor
+        from airrep_core.methods.gradients import GradientAttributor
 
         return GradientAttributor(model, tokenizer, config)
 

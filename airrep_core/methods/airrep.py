@@ -2,11 +2,11 @@
 
 Per-example score s(x, z) = Enc(x)ᵀ Enc(z); the group score of a subset S is AirRep's own rule,
 not the baselines' sum: attention pooling f(x, S) = Σᵢ softmax_i(|sᵢ|) sᵢ, or the mean-pooling
-ablation f = mean_i sᵢ (``airrep_core.scoring.pool_scores``).
+ablation f = mean_i sᵢ (``airrep_core.encoder.scoring.pool_scores``).
 
 A hybrid encoder (``encoder.lexical_weight`` > 0, chosen on held-out labels) scores
 h(x, z) = ẑ_enc(x, z) + λ · ẑ_bm25(x, z), both z-scored per query over the fitted pool
-(``airrep_core.hybrid``), and a subset by the sum of its members' h: BM25 is fitted on the same
+(``airrep_core.attribution.hybrid``), and a subset by the sum of its members' h: BM25 is fitted on the same
 pool, so the method stores one embedding per example plus BM25's per-term scores.
 """
 
@@ -16,19 +16,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from airrep_core.baselines.interface import (
+from airrep_core.attribution.hybrid import hybrid_scores, lexical_index
+from airrep_core.config.encoder import POOLINGS
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.scoring import example_scores, pad_membership, pool_scores
+from airrep_core.methods.interface import (
     Attributor,
     NotFittedError,
     check_scores,
     check_subsets,
     sum_group_scores,
 )
-from airrep_core.baselines.registry import method_spec
-from airrep_core.config.encoder import POOLINGS
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import Example
-from airrep_core.hybrid import hybrid_scores, lexical_index
-from airrep_core.scoring import example_scores, pad_membership, pool_scores
+from airrep_core.methods.registry import method_spec
 
 POOLING_METHOD_NAMES = {"attention": "airrep", "mean": "airrep_mean"}
 """Table name of AirRep with each group pooling."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from airrep_core.lm_data import (
+from airrep_core.lm.data import (
     IGNORE_INDEX,
     MIN_MAX_LENGTH,
     TokenizedExample,
@@ -26,7 +26,7 @@ from airrep_core.lm_data import (
     length_sorted_batches,
     tokenize_example,
 )
-from airrep_core.lm_loading import DTYPES, load_causal_lm
+from airrep_core.lm.loading import DTYPES, load_causal_lm
 from airrep_core.runtime import resolve_device
 
 

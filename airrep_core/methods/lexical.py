@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from airrep_core.baselines.interface import Attributor, NotFittedError
 from airrep_core.config.baselines import Bm25Config, TfidfConfig
-from airrep_core.examples import Example, encoder_text
+from airrep_core.data.examples import Example, encoder_text
+from airrep_core.methods.interface import Attributor, NotFittedError
 
 
 def example_texts(examples: Sequence[Example], max_prompt_words: int) -> list[str]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from airrep_core.config.labels import BaseModelConfig
-from airrep_core.examples import Example, lm_prompt
+from airrep_core.data.examples import Example, lm_prompt
 from airrep_core.runtime import precision_context
 
 log = logging.getLogger("airrep.warmup")

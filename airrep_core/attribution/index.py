@@ -9,7 +9,7 @@ Functions on arrays (any source of embeddings):
 - :func:`select`: round-robin data selection for a target task (``search.round_robin_select``).
 
 :class:`AttributionIndex` binds an encoder to stored embeddings and their example ids, so that the
-same operations take :class:`~airrep_core.examples.Example` queries and return records with ids.
+same operations take :class:`~airrep_core.data.examples.Example` queries and return records with ids.
 In a notebook::
 
     matrix = storage.embedding_store.load_view(store, view)      # or tasks.embeddings.open_index
@@ -26,12 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from airrep_core.baselines.lexical import Bm25Attributor
-from airrep_core.config.embedding import SearchConfig
-from airrep_core.examples import Example
-from airrep_core.hybrid import HybridScorer, top_and_bottom_k
-from airrep_core.scoring import group_scores
-from airrep_core.search import (
+from airrep_core.attribution.hybrid import HybridScorer, top_and_bottom_k
+from airrep_core.attribution.search import (
     IvfIndex,
     Selection,
     TopK,
@@ -39,6 +35,10 @@ from airrep_core.search import (
     round_robin_from_scores,
     round_robin_select,
 )
+from airrep_core.config.embedding import SearchConfig
+from airrep_core.data.examples import Example
+from airrep_core.encoder.scoring import group_scores
+from airrep_core.methods.lexical import Bm25Attributor
 
 
 class ExampleEncoder(Protocol):
@@ -161,7 +161,7 @@ class AttributionIndex:
 
     A hybrid encoder (``lexical_weight`` > 0) also needs ``lexical``, a BM25 index fitted on the
     pool's examples in the same row order: every query then scores h(x, z) = ẑ_dot + λ·ẑ_bm25
-    (``airrep_core.hybrid``) exactly over the whole pool (the IVF index is not used), and a
+    (``airrep_core.attribution.hybrid``) exactly over the whole pool (the IVF index is not used), and a
     subset's influence is the sum of its members' h.
     """
 

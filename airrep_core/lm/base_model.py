@@ -29,12 +29,12 @@ from transformers import (
 )
 
 from airrep_core.config.labels import BaseModelConfig
-from airrep_core.examples import Example
-from airrep_core.lm_loading import load_causal_lm
-from airrep_core.lm_tokenizer import train_bpe_tokenizer
+from airrep_core.data.examples import Example
+from airrep_core.data.sampling import partition_corpus
+from airrep_core.lm.loading import load_causal_lm
+from airrep_core.lm.tokenizer import train_bpe_tokenizer
+from airrep_core.lm.warmup import pack_blocks, warm_up, warmup_text
 from airrep_core.runtime import resolve_device
-from airrep_core.sampling import partition_corpus
-from airrep_core.warmup import pack_blocks, warm_up, warmup_text
 
 _SCRATCH_CONFIGS: dict[str, type[PretrainedConfig]] = {"qwen2": Qwen2Config, "llama": LlamaConfig}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from airrep_core import lazy_exports
 
 _EXPORTS = {
-    "airrep_core.baselines.registry": (
+    "airrep_core.methods.registry": (
         "ALL_METHODS",
         "BASELINE_CONFIGS",
         "MODEL_METHODS",
@@ -19,10 +19,10 @@ _EXPORTS = {
         "build_method",
         "method_spec",
     ),
-    "airrep_core.baselines.interface": ("Attributor", "NotFittedError"),
-    "airrep_core.baselines.lexical": ("Bm25Attributor", "TfidfAttributor"),
-    "airrep_core.baselines.representation": ("EncoderAttributor", "RdsAttributor"),
-    "airrep_core.baselines.gradient_attributor": ("GradientAttributor",),
+    "airrep_core.methods.interface": ("Attributor", "NotFittedError"),
+    "airrep_core.methods.lexical": ("Bm25Attributor", "TfidfAttributor"),
+    "airrep_core.methods.representation": ("EncoderAttributor", "RdsAttributor"),
+    "airrep_core.methods.gradients": ("GradientAttributor",),
 }
 
 __all__ = sorted(name for names in _EXPORTS.values() for name in names)

@@ -8,7 +8,7 @@ sentence-transformers pipeline of the backbone does, so that an identity project
 the backbone's cosine similarity. NOTE(paper): the paper neither normalises nor starts at the
 identity. With ``projection=False`` the encoder is the plain mean-pooled backbone: the
 "off-the-shelf encoder" baseline. ``lexical_weight`` > 0 marks a hybrid encoder: its scores add
-that weight times BM25 (``airrep_core.hybrid``), a weight chosen on held-out labels.
+that weight times BM25 (``airrep_core.attribution.hybrid``), a weight chosen on held-out labels.
 
 Saved encoders are ordinary Hugging Face directories (``config.json``, ``model.safetensors``,
 tokenizer files) plus ``projection.safetensors`` and ``airrep_encoder.json`` (format, max length,
@@ -35,7 +35,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 import airrep_core
 from airrep_core.config.encoder import DEFAULT_ENCODER, PROJECTION_INITS
-from airrep_core.examples import MAX_PROMPT_WORDS, Example, encoder_text
+from airrep_core.data.examples import MAX_PROMPT_WORDS, Example, encoder_text
 from airrep_core.runtime import precision_context
 
 logger = logging.getLogger(__name__)
