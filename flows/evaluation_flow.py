@@ -13,15 +13,11 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from airrep_core.config.evaluation import EvaluationConfig
-from tasks.evaluation import (
-    check_held_out_task,
-    classify_task,
-    evaluation_report_task,
-    select_task,
-)
+from tasks.data_selection import select_task
+from tasks.evaluation import check_held_out_task, evaluation_report_task
 from tasks.ground_truth import ground_truth_task, resolve_eval_set_task
 from tasks.labels import prepare_base_model
-from tasks.method_scores import score_method_task
+from tasks.method_scores import classify_task, score_method_task
 from tasks.monitoring import run_logger
 from tasks.references import StepRef
 

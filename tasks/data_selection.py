@@ -30,9 +30,17 @@ from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table
 from tasks import labels
+from tasks.caching import store_task
 from tasks.corpus import Corpus, load_corpus
-from tasks.ground_truth import pool_and_test, resolve_eval_dataset
-from tasks.method_scores import MethodFactory
+from tasks.ground_truth import (
+    pool_and_test,
+    resolve_eval_dataset,
+)
+from tasks.method_scores import (
+    MethodFactory,
+    factory_step,
+)
+from tasks.references import StepRef
 
 SELECTION_STAGE = "data-selection"
 
@@ -148,3 +156,25 @@ def select_and_finetune(
         return metadata
 
     return store.build(SELECTION_STAGE, key, config=stage_config, inputs=inputs, writer=writer)
+
+
+def selections(
+    store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
+) -> list[ArtifactRef]:
+    """The ``data-selection`` artifacts of ``random`` and every selection method (none when
+    ``config.selection_methods`` is empty)."""
+    if not config.selection_methods:
+        return []
+    return [
+        select_and_finetune(store, selection, config, factory, base_ref)
+        for selection in ["random", *config.method_list(config.selection_methods)]
+    ]
+
+
+@store_task("data-selection", "select-for-{config.selection_target}", gpu=True, timeout_h=12)
+def select_task(
+    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
+) -> list[StepRef]:
+    """The data-selection test: random and each method's selection (round-robin, as ``airrep
+    select`` ships it), each fine-tuned on, with the target task's loss."""
+    return factory_step(root, encoder, base, config, selections)

@@ -40,10 +40,10 @@ from airrep_core.evaluation.report import (
 )
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
-from tasks import labels, method_scores
+from tasks import labels
 from tasks.caching import store_task
 from tasks.corpus import load_corpus
-from tasks.data_selection import select_and_finetune
+from tasks.data_selection import selections
 from tasks.encoder import train_encoder_artifact
 from tasks.ground_truth import (
     P3_TRAIN_DATASET,
@@ -54,7 +54,13 @@ from tasks.ground_truth import (
     load_ground_truth,
     resolve_eval_dataset,
 )
-from tasks.method_scores import SOURCE_TASK_SETS, MethodFactory, classify, lds_row, score_method
+from tasks.method_scores import (
+    SOURCE_TASK_SETS,
+    MethodFactory,
+    classifications,
+    lds_row,
+    score_method,
+)
 from tasks.monitoring import publish_link, publish_markdown, publish_table, run_logger
 from tasks.references import StepRef, open_store
 from tasks.retry import IO_RETRY_OPTIONS
@@ -122,30 +128,6 @@ def check_encoder_held_out(
     corpora = {name: load_corpus(store, resolve_eval_dataset(store, name)) for name in names}
     check_held_out(store, encoder_ref.inputs[1], corpora)
     return names
-
-
-def classifications(
-    store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
-) -> list[ArtifactRef]:
-    """The ``classification-scores`` artifact of every (test, method) of ``config``."""
-    return [
-        classify(store, task, method, config, factory, base_ref.key)
-        for task in config.classification_tasks
-        for method in config.method_list(config.classification_methods)
-    ]
-
-
-def selections(
-    store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
-) -> list[ArtifactRef]:
-    """The ``data-selection`` artifacts of ``random`` and every selection method (none when
-    ``config.selection_methods`` is empty)."""
-    if not config.selection_methods:
-        return []
-    return [
-        select_and_finetune(store, selection, config, factory, base_ref)
-        for selection in ["random", *config.method_list(config.selection_methods)]
-    ]
 
 
 def evaluate(
@@ -338,39 +320,6 @@ def check_held_out_task(root: str, encoder: StepRef, config: EvaluationConfig) -
     names = check_encoder_held_out(open_store(root), config, encoder.resolve())
     run_logger().info("held out: the encoder's training data shares no example with %s", names)
     return names
-
-
-def _evaluation_step(
-    root: str,
-    encoder: StepRef,
-    base: StepRef,
-    config: EvaluationConfig,
-    step: Callable[..., list[ArtifactRef]],
-) -> list[StepRef]:
-    """Run ``classifications`` or ``selections`` over the store; their results as references."""
-    store = open_store(root)
-    factory = method_scores.MethodFactory(store, config, encoder.resolve())
-    refs = step(store, config, factory, base.resolve())
-    for ref in refs:
-        run_logger().info("%s: %s", step.__name__, ref.metadata)
-    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
-
-
-@store_task("classification", "classify-{config.classification_tasks}")
-def classify_task(
-    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
-) -> list[StepRef]:
-    """Every method's top-1 same-class accuracy on every classification test of ``config``."""
-    return _evaluation_step(root, encoder, base, config, classifications)
-
-
-@store_task("data-selection", "select-for-{config.selection_target}", gpu=True, timeout_h=12)
-def select_task(
-    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
-) -> list[StepRef]:
-    """The data-selection test: random and each method's selection (round-robin, as ``airrep
-    select`` ships it), each fine-tuned on, with the target task's loss."""
-    return _evaluation_step(root, encoder, base, config, selections)
 
 
 @store_task("evaluation-report", gpu=True, timeout_h=6)

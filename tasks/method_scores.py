@@ -11,6 +11,7 @@ Stages and keys (``content_key(stage, config, inputs)``):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ from tasks import labels
 from tasks.caching import store_task
 from tasks.corpus import load_corpus
 from tasks.encoder import load_encoder
-from tasks.ground_truth import load_ground_truth, resolve_eval_dataset
+from tasks.ground_truth import (
+    load_ground_truth,
+    resolve_eval_dataset,
+)
 from tasks.monitoring import run_logger
 from tasks.references import StepRef, open_store
 
@@ -277,3 +281,39 @@ def score_method_task(
         "%s on %s: LDS %.4f ± %.4f", method, row["eval_set"], row["lds"], row["stderr"]
     )
     return StepRef.of(store, ref, **row)
+
+
+def classifications(
+    store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
+) -> list[ArtifactRef]:
+    """The ``classification-scores`` artifact of every (test, method) of ``config``."""
+    return [
+        classify(store, task, method, config, factory, base_ref.key)
+        for task in config.classification_tasks
+        for method in config.method_list(config.classification_methods)
+    ]
+
+
+def factory_step(
+    root: str,
+    encoder: StepRef,
+    base: StepRef,
+    config: EvaluationConfig,
+    step: Callable[..., list[ArtifactRef]],
+) -> list[StepRef]:
+    """Run a step of the evaluation that needs the method factory (``classifications``,
+    ``data_selection.selections``) over the store; its artifacts as references."""
+    store = open_store(root)
+    factory = MethodFactory(store, config, encoder.resolve())
+    refs = step(store, config, factory, base.resolve())
+    for ref in refs:
+        run_logger().info("%s: %s", step.__name__, ref.metadata)
+    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+
+
+@store_task("classification", "classify-{config.classification_tasks}")
+def classify_task(
+    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
+) -> list[StepRef]:
+    """Every method's top-1 same-class accuracy on every classification test of ``config``."""
+    return factory_step(root, encoder, base, config, classifications)

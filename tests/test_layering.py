@@ -73,3 +73,50 @@ def test_importing_storage_loads_no_torch_or_prefect() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert result.stdout.strip() == "", f"importing storage loaded: {result.stdout.strip()}"
+
+
+CORE_PACKAGES = ("attribution", "config", "data", "encoder", "evaluation", "lm", "methods")
+"""``airrep_core``'s concept subpackages (README "Layout")."""
+
+# core subpackage -> core subpackages it must never import (lower layers stay independent)
+CORE_FORBIDDEN: dict[str, set[str]] = {
+    "data": {"lm", "encoder", "methods", "evaluation", "attribution", "runtime"},
+    "config": {"data", "lm", "encoder", "evaluation", "attribution", "runtime"},
+    "lm": {"encoder", "methods", "evaluation", "attribution"},
+}
+
+
+def imported_core_subpackages(path: Path) -> set[str]:
+    """The ``airrep_core`` subpackages (or top-level modules) a file imports, at any depth."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        modules = []
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+        names.update(m.split(".")[1] for m in modules if m.startswith("airrep_core."))
+    return names
+
+
+def test_every_core_folder_is_a_known_package_and_installed() -> None:
+    folders = sorted(
+        p.name for p in (REPO / "airrep_core").iterdir() if (p / "__init__.py").is_file()
+    )
+    assert folders == sorted(CORE_PACKAGES)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    missing = [name for name in folders if f'"airrep_core.{name}"' not in pyproject]
+    assert not missing, f"packages missing from pyproject.toml: {missing}"
+
+
+@pytest.mark.parametrize("package", sorted(CORE_FORBIDDEN))
+def test_core_subpackages_respect_their_layers(package: str) -> None:
+    files = sorted((REPO / "airrep_core" / package).rglob("*.py"))
+    assert files, f"no sources found for airrep_core/{package}"
+    violations = [
+        f"{path.relative_to(REPO)} imports airrep_core.{name}"
+        for path in files
+        for name in sorted(imported_core_subpackages(path) & CORE_FORBIDDEN[package])
+    ]
+    assert not violations, "core layering violations:\n" + "\n".join(violations)
