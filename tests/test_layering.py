@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,16 +20,34 @@ FORBIDDEN: dict[str, set[str]] = {
 }
 
 
-def imported_top_level_modules(path: Path) -> set[str]:
-    """Top-level names of every module a file imports (absolute imports, at any depth)."""
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports (absolute imports, at any depth), as written."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
+
+
+def imported_top_level_modules(path: Path) -> set[str]:
+    """Top-level names of every module a file imports."""
+    return {name.split(".")[0] for name in imported_modules(path)}
+
+
+def violations(
+    folder: Path, imported: Callable[[Path], set[str]], forbidden: set[str]
+) -> list[str]:
+    """``"<file> imports <name>"`` for every forbidden name a source file of ``folder`` imports."""
+    files = sorted(folder.rglob("*.py"))
+    assert files, f"no sources found under {folder}"
+    return [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in files
+        for name in sorted(imported(path) & forbidden)
+    ]
 
 
 def test_imported_top_level_modules_sees_nested_imports(tmp_path: Path) -> None:
@@ -41,14 +60,8 @@ def test_imported_top_level_modules_sees_nested_imports(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_package_imports_respect_layers(package: str) -> None:
-    files = sorted((REPO / package).rglob("*.py"))
-    assert files, f"no sources found for {package}"
-    violations = [
-        f"{path.relative_to(REPO)} imports {name}"
-        for path in files
-        for name in sorted(imported_top_level_modules(path) & FORBIDDEN[package])
-    ]
-    assert not violations, "layering violations (DESIGN.md §4):\n" + "\n".join(violations)
+    found = violations(REPO / package, imported_top_level_modules, FORBIDDEN[package])
+    assert not found, "layering violations (DESIGN.md §4):\n" + "\n".join(found)
 
 
 def test_only_tasks_and_flows_import_prefect() -> None:
@@ -88,16 +101,7 @@ CORE_FORBIDDEN: dict[str, set[str]] = {
 
 def imported_core_subpackages(path: Path) -> set[str]:
     """The ``airrep_core`` subpackages (or top-level modules) a file imports, at any depth."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        modules = []
-        if isinstance(node, ast.Import):
-            modules = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules = [node.module]
-        names.update(m.split(".")[1] for m in modules if m.startswith("airrep_core."))
-    return names
+    return {m.split(".")[1] for m in imported_modules(path) if m.startswith("airrep_core.")}
 
 
 def test_every_core_folder_is_a_known_package_and_installed() -> None:
@@ -112,11 +116,6 @@ def test_every_core_folder_is_a_known_package_and_installed() -> None:
 
 @pytest.mark.parametrize("package", sorted(CORE_FORBIDDEN))
 def test_core_subpackages_respect_their_layers(package: str) -> None:
-    files = sorted((REPO / "airrep_core" / package).rglob("*.py"))
-    assert files, f"no sources found for airrep_core/{package}"
-    violations = [
-        f"{path.relative_to(REPO)} imports airrep_core.{name}"
-        for path in files
-        for name in sorted(imported_core_subpackages(path) & CORE_FORBIDDEN[package])
-    ]
-    assert not violations, "core layering violations:\n" + "\n".join(violations)
+    folder = REPO / "airrep_core" / package
+    found = violations(folder, imported_core_subpackages, CORE_FORBIDDEN[package])
+    assert not found, "core layering violations (airrep_core.<name>):\n" + "\n".join(found)

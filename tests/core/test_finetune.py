@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lm_fixtures import read_p3_pairs
+from lm_fixtures import p3_example_records
 
 from airrep_core.config.labels import BaseModelConfig, FinetuneConfig
 from airrep_core.data.examples import Example
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def examples() -> list[Example]:
-    return [
-        Example(f"p3-{i:04d}", prompt, response, "flan_p3")
-        for i, (prompt, response) in enumerate(read_p3_pairs(0, 16))
-    ]
+    return p3_example_records(0, 16)
 
 
 @pytest.fixture(scope="module")
