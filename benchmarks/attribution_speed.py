@@ -16,7 +16,7 @@ products). AirRep is timed as the AirRep encoder (all-MiniLM-L6-v2 + its project
 precision rule, max 512 tokens) encoding the queries and scoring them against the stored train
 embeddings, alone (``airrep``) and as the hybrid score with a BM25 index (``airrep+bm25``, the
 label-efficient recipe's score when it validates better); the ratios are the hybrid's. Examples: real P3 examples with long
-prompts (the lm_data tokens are counted and printed). Throughput = examples / seconds of the
+prompts (the lm.data tokens are counted and printed). Throughput = examples / seconds of the
 query pass; storage = floats stored per training example.
 
 Run from the repository root::

@@ -1,7 +1,7 @@
 """Cross-check our gradient baselines against kronfluence, an independent implementation.
 
 Same model (the tiny Qwen2 of ``tests/core/baseline_fixtures.py``, or any saved causal LM), same
-data (real P3 examples), same loss (mean response-token cross-entropy, ``lm_data`` tokens), same
+data (real P3 examples), same loss (mean response-token cross-entropy, ``lm.data`` tokens), same
 tracked layers (every linear layer of the decoder blocks, biases as an input column of ones):
 
 - ``grad_dot`` (exact, no projection)  vs kronfluence ``identity`` strategy;
@@ -49,7 +49,7 @@ PROJECTIONS = (8, 32)
 
 
 class _TokenizedDataset(Dataset):
-    """Examples tokenised like ours (``lm_data.tokenize_example``), one item per example."""
+    """Examples tokenised like ours (``lm.data.tokenize_example``), one item per example."""
 
     def __init__(self, tokenizer: Any, examples: Sequence[Example]) -> None:
         self.items = [

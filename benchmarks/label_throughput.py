@@ -9,7 +9,7 @@ Training FLOPs are counted analytically from the real token counts (padding excl
 3 x forward, forward = 2 x (decoder linear weights) per token + causal attention
 (4 x hidden per (query, key) pair per layer) + the LM head on the response positions only
 (``finetune.response_token_loss``). Evaluation FLOPs: one forward with the LM head on every
-position (``lm_loss.response_losses_for_model``).
+position (``lm.loss.response_losses_for_model``).
 
 Run from the repository root (``--base quick`` skips the 10-minute warm-up: same shapes and cost,
 untrained weights)::

@@ -103,7 +103,7 @@ class EncoderBaselineConfig(StageConfig):
 class RdsConfig(StageConfig):
     """RDS: mean of the target LM's last-layer hidden states over the example's tokens."""
 
-    max_length: int = help_field(512, "target-LM max tokens (lm_data truncation rule)")
+    max_length: int = help_field(512, "target-LM max tokens (lm.data truncation rule)")
     batch_size: int = help_field(8, "examples per forward pass")
     normalize: bool = help_field(True, "cosine similarity (True) or raw dot product (False)")
     precision: str = help_field("float32", PRECISION_HELP)
@@ -130,7 +130,7 @@ class GradientFeatureConfig(StageConfig):
     gradient (no projection).
     """
 
-    max_length: int = help_field(512, "target-LM max tokens (lm_data truncation rule)")
+    max_length: int = help_field(512, "target-LM max tokens (lm.data truncation rule)")
     batch_size: int = help_field(8, "examples per forward/backward pass")
     module_suffixes: tuple[str, ...] = help_field(
         BLOCK_LINEAR_SUFFIXES, "track every nn.Linear whose name ends with one of these"

@@ -292,7 +292,7 @@ class FinetuneConfig(StageConfig):
         0.0, "fraction of the steps with a linear learning-rate warm-up"
     )
     max_grad_norm: float = help_field(1.0, "gradient-norm clip (0 = none)")
-    max_length: int = help_field(192, "tokens per example (prompt cut from the left, lm_data)")
+    max_length: int = help_field(192, "tokens per example (prompt cut from the left, lm.data)")
     seed: int = help_field(0, "seed of the batch order; the same for every subset")
     precision: str = help_field(
         "auto",

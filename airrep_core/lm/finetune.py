@@ -3,7 +3,7 @@
 ``SubsetFinetuner`` loads θ₀ once and serves many subsets: before each subset it restores the
 same initial weights (and LoRA init) and reseeds, so two subsets differ only in their data. The
 loop is plain PyTorch (no HF Trainer): AdamW, optional linear warm-up then constant / linear /
-cosine schedule, grad-norm clip, response-only loss (prompt tokens masked, ``lm_data``), the
+cosine schedule, grad-norm clip, response-only loss (prompt tokens masked, ``lm.data``), the
 prompt template of DESIGN.md §2 (the chat template where the tokenizer has one).
 
 The training loss is the mean cross-entropy over the batch's response tokens, computed from the
@@ -179,7 +179,7 @@ def response_token_loss(
 
     Args:
         model: a transformers causal LM (or a peft wrapper of one).
-        batch: ``lm_data.collate`` output: ``input_ids``, ``attention_mask``, ``labels`` ``(B, T)``.
+        batch: ``lm.data.collate`` output: ``input_ids``, ``attention_mask``, ``labels`` ``(B, T)``.
     Returns:
         ``(loss, n)``: a float32 scalar with grad, equal to ``model(**batch).loss``, and the number
         ``n`` of response tokens it averages over.

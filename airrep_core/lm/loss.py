@@ -2,7 +2,7 @@
 
 This is the label ℓ of DESIGN.md §2 ("Labels"): for an example x = (prompt, response) and a
 model θ, ℓ(x; θ) = −(1/|R|) Σ_{t∈R} log p_θ(x_t | x_{<t}), with R the response tokens of
-``lm_data.tokenize_example`` (the EOS token included). Two backends compute it behind the
+``lm.data.tokenize_example`` (the EOS token included). Two backends compute it behind the
 ``LossBackend`` protocol: ``TransformersLossBackend`` here (any device, also used in-process right
 after fine-tuning through ``response_losses_for_model``) and ``vllm_loss.VLLMLossBackend``
 (vLLM prompt logprobs, one engine for a base model and its LoRA adapters).
@@ -51,7 +51,7 @@ class LossBackend(Protocol):
 def tokenize_pairs(
     tokenizer: Any, examples: Sequence[tuple[str, str]], max_length: int
 ) -> list[TokenizedExample]:
-    """``lm_data.tokenize_example`` of each ``(prompt, response)``; errors name the bad index."""
+    """``lm.data.tokenize_example`` of each ``(prompt, response)``; errors name the bad index."""
     tokenized = []
     for index, pair in enumerate(examples):
         if not (isinstance(pair, tuple | list) and len(pair) == 2):
@@ -106,7 +106,7 @@ def response_losses_for_model(
 ) -> np.ndarray:
     """Response losses of an already loaded causal LM (e.g. right after fine-tuning).
 
-    Examples are tokenised with ``lm_data.tokenize_example``, batched by length (longest first,
+    Examples are tokenised with ``lm.data.tokenize_example``, batched by length (longest first,
     right padding), run on the model's device without gradients, and returned in input order.
     The model's train/eval mode is restored afterwards.
 
@@ -142,7 +142,7 @@ class TransformersLossBackend:
 
     Args:
         batch_size: examples per forward pass (sorted by length, so padding is small).
-        max_length: the most tokens per example (``lm_data`` truncation rule).
+        max_length: the most tokens per example (``lm.data`` truncation rule).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         dtype: weight dtype, one of ``DTYPES``; the loss itself is computed in float32.
     """

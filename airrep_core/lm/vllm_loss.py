@@ -2,10 +2,10 @@
 
 ℓ(x; θ) = −(1/|R|) Σ_{t∈R} log p_θ(x_t | x_{<t}) (DESIGN.md §2, "Labels") is read off vLLM's
 prompt logprobs: each example is sent as a ``TokensPrompt`` holding exactly the token ids of
-``lm_data.tokenize_example`` with ``SamplingParams(max_tokens=1, prompt_logprobs=0)``, so that
+``lm.data.tokenize_example`` with ``SamplingParams(max_tokens=1, prompt_logprobs=0)``, so that
 vLLM returns, at every position t ≥ 1, the logprob of the actual token x_t; the loss averages its
 negation over the response positions R. Tokenisation, response masks and the truncation rule are
-therefore identical to the transformers backend (``lm_loss``) and to fine-tuning.
+therefore identical to the transformers backend (``lm.loss``) and to fine-tuning.
 
 Engine reuse: the backend keeps one engine. A call for the engine's model reuses it; a call for
 another model directory whose ``config.json`` is the same (e.g. the next subset's fine-tune of
@@ -137,9 +137,9 @@ class VLLMLossBackend:
     """``LossBackend`` on vLLM prompt logprobs, one reused engine (see the module docstring).
 
     Args:
-        max_length: the most tokens per example (``lm_data`` truncation rule); the engine's
+        max_length: the most tokens per example (``lm.data`` truncation rule); the engine's
             ``max_model_len`` is ``max_length + 1`` (vLLM generates one token per request).
-        dtype: weight and compute dtype, one of ``lm_loading.DTYPES`` (float32 to agree with the
+        dtype: weight and compute dtype, one of ``lm.loading.DTYPES`` (float32 to agree with the
             transformers backend to ~1e-5; bfloat16 for speed).
         enable_lora: start every engine with LoRA support, not only on the first adapter request
             (saves an engine restart when base-model and adapter calls mix).

@@ -1,7 +1,7 @@
 """Per-example response-loss gradients of the target LM's linear layers, with a seeded projection.
 
 Loss (DESIGN.md §2, "Labels"): ℓ(z) = mean cross-entropy over z's response tokens, with the
-tokens of ``lm_data.tokenize_example``. A batch's backward pass runs on Σ_i ℓ(z_i); since batch
+tokens of ``lm.data.tokenize_example``. A batch's backward pass runs on Σ_i ℓ(z_i); since batch
 rows do not interact, the output gradient that reaches row i of a layer is ∂ℓ(z_i)/∂output.
 
 For a tracked ``nn.Linear`` with weight ``W (d_out, d_in)`` and bias ``b`` the per-example gradient

@@ -4,7 +4,7 @@
   the paper's "GTE-Small off the shelf" row) on ``encoder_text``; cosine similarity by default.
 - ``RdsAttributor`` (representation-based data selection): the mean of the target LM's last-layer
   hidden states (after the final norm) over all tokens of the example (prompt and response, as
-  ``lm_data.tokenize_example`` tokenises them); cosine similarity by default.
+  ``lm.data.tokenize_example`` tokenises them); cosine similarity by default.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tokenisation with response-only labels, truncation, padding and length batching (lm_data)."""
+"""Tokenisation with response-only labels, truncation, padding and length batching (lm.data)."""
 
 from __future__ import annotations
 
