@@ -15,8 +15,8 @@ import time
 
 import typer
 
+from flows.bench import run_bench
 from storage.artifacts import ArtifactStore
-from tasks.evaluation import run_bench
 
 bench_app = typer.Typer(
     help="Benchmarks: LDS of AirRep and the baselines against ground-truth retraining.",

@@ -14,9 +14,9 @@ Stages and keys (``content_key(stage, config, inputs)``):
   (key in the metadata); the noise ceiling's first ``noise_subsets`` subsets, retrained with
   ``noise_seed``, are ``noise_losses.parquet``.
 
-Honesty: ``tasks.evaluation.evaluate`` refuses an AirRep encoder whose training dataset shares an
-example (by content hash) with any evaluation set (``check_held_out``), and the test examples are
-never used to fit or tune.
+Honesty: the evaluation's held-out check (``tasks.evaluation.check_encoder_held_out``) refuses
+an AirRep encoder whose training dataset shares an example (by content hash) with any evaluation
+set (``check_held_out``), and the test examples are never used to fit or tune.
 """
 
 from __future__ import annotations

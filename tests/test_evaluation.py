@@ -24,9 +24,11 @@ from airrep_core.config.embedding import SearchConfig
 from airrep_core.config.evaluation import ALL_METHODS, EvaluationConfig
 from airrep_core.evaluation import NOISE_CEILING, top1_accuracy
 from airrep_core.methods import TfidfAttributor
+from flows.bench import BenchResult, run_bench
 from flows.cli_bench import bench_app
+from flows.evaluation_flow import evaluate
 from storage.artifacts import ArtifactStore
-from tasks import data_selection, evaluation, ground_truth, labels, method_scores
+from tasks import data_selection, ground_truth, labels, method_scores
 from tasks.corpus import load_corpus
 from tasks.encoder import load_encoder
 
@@ -37,7 +39,7 @@ PRESET = "tiny"
 class Bench:
     root: str
     store: ArtifactStore
-    result: evaluation.BenchResult
+    result: BenchResult
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
     """``run_bench`` at the tiny preset in a fresh store (the module's one expensive step)."""
     root = (tmp_path_factory.mktemp("bench") / "store").as_uri()
     store = ArtifactStore(root)
-    return Bench(root, store, evaluation.run_bench(store, PRESET, root=root))
+    return Bench(root, store, run_bench(store, PRESET, root=root))
 
 
 def all_artifacts(store: ArtifactStore) -> set[tuple[str, str]]:
@@ -221,7 +223,7 @@ def test_transfer_scores_airrep_against_another_base_lm(bench):
     p3_train = store.get("datasets", result.encoder_ref.inputs[1])
     transfer_base = labels.build_base(store, load_corpus(store, p3_train), config.transfer_base)
     assert transfer_base.metadata["model"] == "scratch-llama"
-    outcome = evaluation.evaluate(store, config, result.encoder_ref, result.base_ref, transfer_base)
+    outcome = evaluate(store, config, result.encoder_ref, result.base_ref, transfer_base)
     rows = outcome.tables.transfer
     assert [r["method"] for r in rows] == ["airrep", "tfidf", "grad_dot", NOISE_CEILING]
     assert {r["base"] for r in rows} == {"scratch-llama"}
