@@ -50,3 +50,13 @@ def test_an_explicit_precision_is_kept_and_a_bad_one_is_refused():
         resolve_precision("fp16", torch.device("cpu"))
     with precision_context("float32", torch.device("cpu")):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_every_config_field_has_help_text_parts_included():
+    """``field_help`` flattens the parts (``labels.finetune.precision``...): what ``--help`` and
+    the docs print; every field of every stage config says what it does."""
+    helps = PipelineConfig.field_help()
+    assert "labels.finetune.precision" in helps and "evaluation.sampling.n_subsets" in helps
+    assert "encoder.train.steps" in helps and "embedding.precision" in helps
+    missing = sorted(name for name, text in helps.items() if not text.strip())
+    assert not missing, f"config fields without help text: {missing}"
