@@ -137,13 +137,19 @@ def check_queries_after_pipeline(store: ArtifactStore, result: dict) -> None:
     assert [s.order for s in selected] == sorted(s.order for s in selected)
 
 
-def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
-    prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
-) -> None:
+def store_with(tmp_path: Path, data_files: dict[str, Path]) -> tuple[str, ArtifactStore]:
+    """A fresh store under ``tmp_path`` holding every data file as a dataset of its name."""
     root = (tmp_path / "store").as_uri()
     store = ArtifactStore(root)
     for name, path in data_files.items():
         import_dataset(store, [path], name)
+    return root, store
+
+
+def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
+    prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
+) -> None:
+    root, store = store_with(tmp_path, data_files)
     config = small_config()
 
     first = run(root, config)
@@ -218,10 +224,7 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
 def test_cached_result_whose_artifact_was_deleted_is_recomputed(
     prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
 ) -> None:
-    root = (tmp_path / "store").as_uri()
-    store = ArtifactStore(root)
-    for name, path in data_files.items():
-        import_dataset(store, [path], name)
+    root, store = store_with(tmp_path, data_files)
     config = small_config()
     first = run(root, config)
     store.delete(first["embeddings"].resolve())

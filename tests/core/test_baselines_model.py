@@ -104,14 +104,18 @@ def test_batched_featurisation_equals_one_at_a_time(baseline_lm, data):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
 
 
+def exact_and_projected(lm) -> tuple[GradientFeaturizer, GradientFeaturizer]:
+    """Featurizers of the exact gradients and of the tiny preset's projected ones."""
+    exact = GradDotConfig.preset("tiny", **EXACT)
+    return (
+        GradientFeaturizer(lm.model, lm.tokenizer, exact),
+        GradientFeaturizer(lm.model, lm.tokenizer, GradDotConfig.preset("tiny")),
+    )
+
+
 def test_projected_features_are_the_projection_of_exact_gradients(baseline_lm, data):
     train, _ = data
-    exact = GradientFeaturizer(
-        baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny", **EXACT)
-    )
-    projected = GradientFeaturizer(
-        baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny")
-    )
+    exact, projected = exact_and_projected(baseline_lm)
     exact_layers = exact.split_layers(exact.features(train[:3]))
     projected_layers = projected.split_layers(projected.features(train[:3]))
     for name, gradients in exact_layers.items():
@@ -128,12 +132,7 @@ def test_projected_features_are_the_projection_of_exact_gradients(baseline_lm, d
 
 def test_identity_projection_is_exact(baseline_lm, data):
     train, _ = data
-    exact = GradientFeaturizer(
-        baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny", **EXACT)
-    )
-    identity = GradientFeaturizer(
-        baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny")
-    )
+    exact, identity = exact_and_projected(baseline_lm)
     for layer in identity.layers:
         identity.projection.input_matrices[layer.name] = torch.eye(layer.d_in)
         identity.projection.output_matrices[layer.name] = torch.eye(layer.d_out)
