@@ -30,6 +30,7 @@ from airrep_core.config.teacher import TeacherConfig
 from airrep_core.encoder.head_training import split_example_ids
 from airrep_core.encoder.teacher import TeacherScores, draw_teacher_examples, fuse_scores
 from airrep_core.methods.registry import build_method, method_spec
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, write_table
 from tasks import labels
@@ -148,6 +149,10 @@ def _method_unit(
     unit_config = {
         "method": method,
         "baseline_preset": config.baseline_preset,
+        # the method's settings with "auto" device/precision resolved (part of the key)
+        "settings": resolved(
+            method_spec(method).config_class.preset(config.baseline_preset)
+        ).to_dict(),
         "draw": {
             "n_targets": config.n_targets,
             "n_candidates": config.n_candidates,
