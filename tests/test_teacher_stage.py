@@ -57,7 +57,9 @@ def test_teacher_reads_only_the_label_corpus_minus_the_held_out_splits(labelled,
     dolly = labelled[2]
     read = []
     original = load_corpus
-    monkeypatch.setattr(labels, "load_corpus", lambda s, d: read.append(d.key) or original(s, d))
+    monkeypatch.setattr(
+        teacher_stage, "load_corpus", lambda s, d: read.append(d.key) or original(s, d)
+    )
     ref = build_teacher(store, corpus_ref, labels_ref, base_ref, TEACHER, validation_splits=1)
     # Every dataset the stage read is the label corpus: never an evaluation set.
     assert read and set(read) == {corpus_ref.key}
