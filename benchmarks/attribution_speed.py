@@ -16,7 +16,7 @@ products). AirRep is timed as the AirRep encoder (all-MiniLM-L6-v2 + its project
 precision rule, max 512 tokens) encoding the queries and scoring them against the stored train
 embeddings, alone (``airrep``) and as the hybrid score with a BM25 index (``airrep+bm25``, the
 label-efficient recipe's score when it validates better); the ratios are the hybrid's. Examples: real P3 examples with long
-prompts (the lm_data tokens are counted and printed). Throughput = examples / seconds of the
+prompts (the lm.data tokens are counted and printed). Throughput = examples / seconds of the
 query pass; storage = floats stored per training example.
 
 Run from the repository root::
@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
-from airrep_core.baselines import GradDotAttributor, LograAttributor, TrakAttributor
 from airrep_core.config.baselines import GradDotConfig, LograConfig, TrakConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
-from airrep_core.examples import Example
-from airrep_core.lm_data import tokenize_example
-from airrep_core.lm_tokenizer import train_bpe_tokenizer
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.lm.data import tokenize_example
+from airrep_core.lm.tokenizer import train_bpe_tokenizer
+from airrep_core.methods import GradientAttributor
+from airrep_core.methods.airrep import AirRepAttributor
 
 MAX_LENGTH = 512
 LONG_PROMPT_TEMPLATES = (
@@ -140,9 +140,9 @@ def time_gradient_methods(
     n_parameters = sum(p.numel() for p in model.parameters())
     settings = {"batch_size": 4, "max_length": MAX_LENGTH}
     attributors = [
-        GradDotAttributor(model, tokenizer, GradDotConfig.preset("paper", **settings)),
-        LograAttributor(model, tokenizer, LograConfig.preset("paper", **settings)),
-        TrakAttributor(model, tokenizer, TrakConfig.preset("paper", **settings)),
+        GradientAttributor(model, tokenizer, GradDotConfig.preset("paper", **settings)),
+        GradientAttributor(model, tokenizer, LograConfig.preset("paper", **settings)),
+        GradientAttributor(model, tokenizer, TrakConfig.preset("paper", **settings)),
     ]
     attributors[0].featurizer.features(examples[:2])  # warm-up (allocator, autocast weight cache)
     timings = []

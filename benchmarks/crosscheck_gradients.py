@@ -1,7 +1,7 @@
 """Cross-check our gradient baselines against kronfluence, an independent implementation.
 
 Same model (the tiny Qwen2 of ``tests/core/baseline_fixtures.py``, or any saved causal LM), same
-data (real P3 examples), same loss (mean response-token cross-entropy, ``lm_data`` tokens), same
+data (real P3 examples), same loss (mean response-token cross-entropy, ``lm.data`` tokens), same
 tracked layers (every linear layer of the decoder blocks, biases as an input column of ones):
 
 - ``grad_dot`` (exact, no projection)  vs kronfluence ``identity`` strategy;
@@ -36,11 +36,11 @@ from scipy import stats
 from torch.utils.data import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from airrep_core.baselines import GradDotAttributor, LograAttributor
-from airrep_core.baselines.gradients import tracked_linear_layers
 from airrep_core.config.baselines import GradDotConfig, LograConfig
-from airrep_core.examples import Example
-from airrep_core.lm_data import IGNORE_INDEX, collate, tokenize_example
+from airrep_core.data.examples import Example
+from airrep_core.lm.data import IGNORE_INDEX, collate, tokenize_example
+from airrep_core.methods import GradientAttributor
+from airrep_core.methods.gradient_features import tracked_linear_layers
 
 MAX_LENGTH = 64
 BATCH_SIZE = 4
@@ -49,7 +49,7 @@ PROJECTIONS = (8, 32)
 
 
 class _TokenizedDataset(Dataset):
-    """Examples tokenised like ours (``lm_data.tokenize_example``), one item per example."""
+    """Examples tokenised like ours (``lm.data.tokenize_example``), one item per example."""
 
     def __init__(self, tokenizer: Any, examples: Sequence[Example]) -> None:
         self.items = [
@@ -157,9 +157,9 @@ def our_scores(
         "projection_out": projection,
     }
     if method == "grad_dot":
-        attributor = GradDotAttributor(model, tokenizer, GradDotConfig.preset("tiny", **settings))
+        attributor = GradientAttributor(model, tokenizer, GradDotConfig.preset("tiny", **settings))
     elif method == "logra":
-        attributor = LograAttributor(model, tokenizer, LograConfig.preset("tiny", **settings))
+        attributor = GradientAttributor(model, tokenizer, LograConfig.preset("tiny", **settings))
     else:
         raise ValueError(f"method={method!r} is unknown; allowed: ('grad_dot', 'logra')")
     attributor.fit(train)

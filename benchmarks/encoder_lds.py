@@ -30,15 +30,16 @@ import time
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.encoder_training import evaluate_encoder
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.training import evaluate_encoder
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset
 from storage.root import default_root_uri
 from storage.sample_data import sample_dataset
+from tasks.corpus import load_corpus
 from tasks.encoder import HISTORY_FILE, load_encoder, train_encoder_artifact
 from tasks.ground_truth import import_p3_holdout
-from tasks.labels import generate_labels, load_corpus, load_split_labels
+from tasks.labels import generate_labels, load_split_labels
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import encoder_text
+from airrep_core.data.examples import encoder_text
+from airrep_core.encoder.model import AirRepEncoder
 
 END_OF_TEXT = "<|endoftext|>"
 

@@ -39,15 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from airrep_core.baselines.interface import sum_group_scores
+from airrep_core.attribution.hybrid import hybrid_group_scores, lexical_index
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
-from airrep_core.encoder import AirRepEncoder, init_projection
-from airrep_core.evaluation.lds_eval import lds_of
-from airrep_core.examples import Example
-from airrep_core.head_training import (
+from airrep_core.data.examples import Example
+from airrep_core.data.labels import SplitLabels
+from airrep_core.encoder.head_training import (
     FeatureSplit,
     TeacherBatches,
     choose_lexical_weight,
@@ -57,12 +56,14 @@ from airrep_core.head_training import (
     split_pool,
     train_projection,
 )
-from airrep_core.hybrid import hybrid_group_scores, lexical_index
-from airrep_core.labels import SplitLabels
-from airrep_core.scoring import group_scores
-from airrep_core.teacher import TeacherScores, fuse_scores, teacher_ids
+from airrep_core.encoder.model import AirRepEncoder, init_projection
+from airrep_core.encoder.scoring import group_scores
+from airrep_core.encoder.teacher import TeacherScores, fuse_scores, teacher_ids
+from airrep_core.evaluation.lds_eval import lds_of
+from airrep_core.methods.interface import sum_group_scores
 from storage.artifacts import ArtifactStore
 from tasks import labels
+from tasks.corpus import load_corpus
 from tasks.encoder import work_dir
 from tasks.ground_truth import (
     build_ground_truth,
@@ -180,7 +181,7 @@ def prepare(args: argparse.Namespace) -> Context:
         stage.validation_splits,
     )
     per_method = {m: load_teacher(store, teacher_ref, m) for m in ("bm25", "logra")}
-    corpus = labels.load_corpus(store, p3_train)
+    corpus = load_corpus(store, p3_train)
     splits = labels.load_split_labels(store, labels_ref)
     train_splits, held = splits[: -stage.validation_splits], splits[-1]
 

@@ -9,7 +9,7 @@ Training FLOPs are counted analytically from the real token counts (padding excl
 3 x forward, forward = 2 x (decoder linear weights) per token + causal attention
 (4 x hidden per (query, key) pair per layer) + the LM head on the response positions only
 (``finetune.response_token_loss``). Evaluation FLOPs: one forward with the LM head on every
-position (``lm_loss.response_losses_for_model``).
+position (``lm.loss.response_losses_for_model``).
 
 Run from the repository root (``--base quick`` skips the 10-minute warm-up: same shapes and cost,
 untrained weights)::
@@ -30,16 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from airrep_core.base_model import build_base_model
 from airrep_core.config.labels import LabelsConfig
-from airrep_core.examples import Example
-from airrep_core.finetune import FinetuneStats, SubsetFinetuner
-from airrep_core.lm_loss import tokenize_pairs
-from airrep_core.machine import matmul_peak
-from airrep_core.sampling import partition_corpus, sample_split
+from airrep_core.data.examples import Example
+from airrep_core.data.sampling import partition_corpus, sample_split
+from airrep_core.lm.base_model import build_base_model
+from airrep_core.lm.finetune import FinetuneStats, SubsetFinetuner
+from airrep_core.lm.loss import tokenize_pairs
+from airrep_core.runtime import matmul_peak
 from storage.artifacts import ArtifactStore
+from tasks.corpus import load_corpus
 from tasks.ground_truth import import_p3_holdout
-from tasks.labels import build_base, load_corpus
+from tasks.labels import build_base
 
 QUICK_WARMUP_STEPS = 2
 QUICK_WARMUP_EXAMPLES = 3000
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--store", default=None, help="storage root (default: artifacts/)")
     parser.add_argument("--peak-size", type=int, default=2048)
     parser.add_argument("--peak-seconds", type=float, default=3.0)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None)
+    parser.add_argument("--precision", choices=("float32", "bf16"), default=None)
     parser.add_argument("--profile", action="store_true", help="torch.profiler of one subset")
     parser.add_argument(
         "--seed-noise",

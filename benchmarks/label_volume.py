@@ -28,15 +28,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from airrep_core.baselines import Attributor
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
+from airrep_core.data.labels import SplitLabels
 from airrep_core.evaluation.lds_eval import LdsResult, lds_of, score_subsets
-from airrep_core.labels import SplitLabels
+from airrep_core.methods import Attributor
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.root import default_root_uri
 from tasks import labels
+from tasks.corpus import load_corpus
 from tasks.encoder import HISTORY_FILE, train_encoder_artifact
 from tasks.ground_truth import build_ground_truth, import_p3_holdout, resolve_eval_dataset
 from tasks.method_scores import MethodFactory, score_method
@@ -126,7 +127,7 @@ def main() -> None:
     largest = max(args.variants, key=lambda v: (v.n_splits, v.n_subsets))
     test_split = labels.load_split_labels(store, trained[largest][0].labels_key)[-1]
     first_target = stage.train.validation_max_targets
-    examples = labels.load_corpus(store, p3_train).examples
+    examples = load_corpus(store, p3_train).examples
     base_ref = store.get(labels.BASE_STAGE, trained[largest][0].base_key)
     truths = {
         name: build_ground_truth(

@@ -81,8 +81,8 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from flows.bench import run_bench
     from storage.artifacts import ArtifactStore
-    from tasks.evaluation import run_bench
 
     started = time.perf_counter()
     result = run_bench(ArtifactStore(args.root), args.preset, args.eval_set, args.root)

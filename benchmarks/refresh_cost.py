@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from airrep_core.attribution.search import exact_top_k
 from airrep_core.config.embedding import EmbeddingConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import Example
-from airrep_core.search import exact_top_k
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset, read_examples
 from storage.embedding_store import StoreSpec, load_view, refresh_view

@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from airrep_core.attribution.search import DEFAULT_CHUNK_ROWS, IvfIndex, exact_top_k, recall_at_k
 from airrep_core.config.embedding import SearchConfig
-from airrep_core.machine import machine_line
-from airrep_core.search import DEFAULT_CHUNK_ROWS, IvfIndex, exact_top_k, recall_at_k
+from airrep_core.runtime import machine_line
 
 TARGET_ONE_QUERY_MS = 40.0
 TARGET_RECALL = 0.95

@@ -64,7 +64,7 @@ def lds_command(
         raise typer.BadParameter(f"{preset!r} is not one of {BENCH_PRESETS}", param_hint="--preset")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from tasks.evaluation import run_bench  # imports torch and Prefect
+    from flows.bench import run_bench  # imports torch and Prefect
 
     store = ArtifactStore(root)
     started = time.perf_counter()
@@ -81,7 +81,7 @@ def lds_command(
     typer.echo(result.evaluation.markdown)
     typer.echo(f"Report: {report.uri}/{report.attempt}/ ({', '.join(report.metadata['files'])})")
     typer.echo(f"Reproduce: {result.command}")
-    from airrep_core.machine import machine_line
+    from airrep_core.runtime import machine_line
 
     typer.echo(
         f"This run: {time.perf_counter() - started:.0f} s wall (cached stages only load) on "

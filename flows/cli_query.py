@@ -35,8 +35,8 @@ from airrep_core.config.embedding import (
     SearchConfig,
 )
 from airrep_core.config.encoder import POOLINGS
+from airrep_core.data.examples import Example
 from airrep_core.errors import AirRepError
-from airrep_core.examples import Example
 from flows.cli_errors import check_output_path, debug_enabled, open_checked_store
 from storage.artifacts import ArtifactStore
 from storage.datasets import (

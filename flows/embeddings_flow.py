@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from airrep_core.config.embedding import EmbeddingConfig
-from tasks.embedding_tasks import refresh_embeddings_task, sample_pool_task
+from tasks.embeddings import refresh_embeddings_task, sample_pool_task
 from tasks.references import StepRef
 
 

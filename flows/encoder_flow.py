@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import flow
 
 from airrep_core.config.pipeline import EncoderStageConfig
-from tasks.encoder_tasks import teacher_scores_task, train_encoder_task
+from tasks.encoder import train_encoder_task
 from tasks.references import StepRef
+from tasks.teacher import teacher_scores_task
 
 
 @flow(

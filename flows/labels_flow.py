@@ -15,17 +15,16 @@ from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from airrep_core.config.labels import FinetuneConfig, LabelsConfig
-from tasks import labels
-from tasks.label_tasks import (
+from tasks.labels import (
     SHARD_TIMEOUT_S,
     Unit,
-    gather_labels,
+    gather_labels_task,
     label_shard,
     prepare_base_model,
-    sample_splits,
 )
 from tasks.monitoring import publish_table, run_logger
 from tasks.references import StepRef, open_store
+from tasks.splits import read_splits, sample_splits_task
 
 LABEL_SHARD_DEPLOYMENT = "label-shard/label-shard"
 Dispatch = Literal["local", "deployment"]
@@ -38,7 +37,7 @@ def plan_shards(splits: StepRef, shard_size: int) -> list[list[Unit]]:
     store = open_store(splits.root)
     units = [
         (split.split_id, j)
-        for split in labels.read_splits(store, splits.resolve())
+        for split in read_splits(store, splits.resolve())
         for j in split.subset_ids
     ]
     return [units[i : i + shard_size] for i in range(0, len(units), shard_size)]
@@ -131,7 +130,7 @@ def generate_labels_flow(
         raise ValueError(f"parallel_shards must be >= 1, got {parallel_shards}")
     logger = run_logger()
     base = prepare_base_model(root, dataset, config.base)
-    splits = sample_splits(root, dataset, config.sampling, config.base)
+    splits = sample_splits_task(root, dataset, config.sampling, config.base)
     shards = plan_shards(splits, shard_size)
     names = [shard_name(i, units) for i, units in enumerate(shards)]
     logger.info("%d units in %d shards, dispatch=%s", sum(map(len, shards)), len(shards), dispatch)
@@ -155,7 +154,7 @@ def generate_labels_flow(
                 future.result()
     else:
         raise ValueError(f"dispatch must be 'local' or 'deployment', got {dispatch!r}")
-    result = gather_labels(
+    result = gather_labels_task(
         root, dataset, base, splits, config.finetune, {"labels": config.to_dict()}
     )
     publish_table(

@@ -24,9 +24,9 @@ from flows.labels_flow import Dispatch, generate_labels_flow
 from storage.root import default_root_uri
 from storage.sample_data import SAMPLE_DATASETS
 from tasks.data_tasks import import_dataset_task, resolve_dataset_task
-from tasks.embedding_tasks import as_dataset_version, attribution_example_task
-from tasks.evaluation_tasks import split_p3_task
-from tasks.label_tasks import prepare_base_model
+from tasks.embeddings import as_dataset_version, attribution_example_task
+from tasks.ground_truth import split_p3_task
+from tasks.labels import prepare_base_model
 from tasks.monitoring import publish_markdown, run_logger, stage
 from tasks.references import StepRef, open_store
 from tasks.run_record import write_run_record

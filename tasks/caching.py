@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 
 from tasks.references import step_refs
+from tasks.retry import IO_RETRY_OPTIONS
 
 log = logging.getLogger("airrep.caching")
 
@@ -69,3 +72,19 @@ class StoreVerifiedInputs(CachePolicy):
 def store_verified_cache() -> StoreVerifiedInputs:
     """The cache policy of every store-backed task (key records in their own folder)."""
     return StoreVerifiedInputs().configure(key_storage=cache_key_folder())
+
+
+def store_task(
+    name: str, run_name: str | None = None, *, gpu: bool = False, timeout_h: float | None = None
+) -> Callable[[Callable[..., Any]], Any]:
+    """``@task`` of a step whose result is an artifact in the store: ``store_verified_cache``,
+    the IO retries (``IO_RETRY_OPTIONS``), the run name template ``run_name``; ``gpu`` adds the
+    ``gpu`` tag (a concurrency limit on it bounds GPU use), ``timeout_h`` a timeout in hours."""
+    options: dict[str, Any] = {"name": name, "cache_policy": store_verified_cache()}
+    if run_name is not None:
+        options["task_run_name"] = run_name
+    if gpu:
+        options["tags"] = ["gpu"]
+    if timeout_h is not None:
+        options["timeout_seconds"] = int(timeout_h * 3600)
+    return task(**options, **IO_RETRY_OPTIONS)

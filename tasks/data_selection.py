@@ -3,7 +3,8 @@ data lower the target task's loss more than a random choice?
 
 Stage and key (``content_key(stage, config, inputs)``):
 
-- ``data-selection``: one selection (a method's top N, or N random) for the target task, its
+- ``data-selection``: one selection (a method's N, taken round-robin over the target examples' rankings
+  as ``airrep select`` ships them, or N random) for the target task, its
   fine-tune (a label unit) and the target loss. The candidates are a seeded draw from the pool
   sets' train pools (never a test example); inputs: the merged corpus, the base LM and what the
   method reads.
@@ -22,21 +23,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airrep_core.config.evaluation import EvaluationConfig
-from airrep_core.evaluation.selection import random_selection, select_top_n
-from airrep_core.examples import Example
-from airrep_core.sampling import Split
+from airrep_core.data.examples import Example
+from airrep_core.data.sampling import Split
+from airrep_core.evaluation.selection import random_selection, shipped_selection
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table
 from tasks import labels
-from tasks.ground_truth import pool_and_test, resolve_eval_dataset
-from tasks.method_scores import MethodFactory
+from tasks.caching import store_task
+from tasks.corpus import Corpus, load_corpus
+from tasks.ground_truth import (
+    pool_and_test,
+    resolve_eval_dataset,
+)
+from tasks.method_scores import (
+    MethodFactory,
+    factory_step,
+)
+from tasks.references import StepRef
 
 SELECTION_STAGE = "data-selection"
 
 log = logging.getLogger("airrep.evaluation")
 
 
-def merged_corpus(corpora: Sequence[labels.Corpus]) -> labels.Corpus:
+def merged_corpus(corpora: Sequence[Corpus]) -> Corpus:
     """One corpus over several datasets; ``ValueError`` when an id names different content."""
     examples: dict[str, Example] = {}
     hashes: dict[str, str] = {}
@@ -47,18 +58,18 @@ def merged_corpus(corpora: Sequence[labels.Corpus]) -> labels.Corpus:
                 raise ValueError(f"example id {example_id!r} names different content in two sets")
             examples[example_id] = example
     key = hashlib.sha256("+".join(c.key for c in corpora).encode()).hexdigest()
-    return labels.Corpus(key, examples, hashes)
+    return Corpus(key, examples, hashes)
 
 
 def selection_candidates(
     store: ArtifactStore, config: EvaluationConfig
-) -> tuple[labels.Corpus, list[str], list[str]]:
+) -> tuple[Corpus, list[str], list[str]]:
     """``(corpus, candidate_ids, target_ids)``: the target set's test examples and a seeded
     draw of ``selection_pool_per_set`` from each pool set's train pool (never a test example)."""
     corpora, candidates = [], []
     target_ids: list[str] = []
     for name in dict.fromkeys([config.selection_target, *config.selection_pool_sets]):
-        corpus = labels.load_corpus(store, resolve_eval_dataset(store, name))
+        corpus = load_corpus(store, resolve_eval_dataset(store, name))
         pool_ids, test_ids = pool_and_test(corpus, config)
         if name == config.selection_target:
             target_ids = list(test_ids)
@@ -81,8 +92,10 @@ def select_and_finetune(
     candidates (``selected.parquet``), fine-tuned on as one label unit; metadata: the target
     task's mean loss (for ``random``: the mean over ``selection_random_draws`` draws, and the base
     LM's loss before any fine-tune)."""
+    config = resolved(config)
     stage_config = {
         "selection": selection,
+        "rule": "random" if selection == "random" else "round_robin",
         "settings": {} if selection == "random" else factory.settings(selection),
         "target": config.selection_target,
         "pool_sets": list(config.selection_pool_sets),
@@ -109,7 +122,7 @@ def select_and_finetune(
         else:
             attributor = factory.build(selection, base_ref.key)
             attributor.fit(candidates)
-            chosen = [select_top_n(attributor.score(targets), config.selection_size)]
+            chosen = [shipped_selection(attributor.score(targets), config.selection_size)]
         losses = []
         for draw, indices in enumerate(chosen):
             members = tuple(sorted(candidate_ids[i] for i in indices))
@@ -136,10 +149,32 @@ def select_and_finetune(
             "draws": len(chosen),
         }
         if selection == "random":
-            from airrep_core.finetune import SubsetFinetuner
+            from airrep_core.lm.finetune import SubsetFinetuner
 
             finetuner = SubsetFinetuner(store.local_dir(base_ref), config.finetune)
             metadata["base_loss"] = float(np.mean(finetuner.target_losses(targets)))
         return metadata
 
     return store.build(SELECTION_STAGE, key, config=stage_config, inputs=inputs, writer=writer)
+
+
+def selections(
+    store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
+) -> list[ArtifactRef]:
+    """The ``data-selection`` artifacts of ``random`` and every selection method (none when
+    ``config.selection_methods`` is empty)."""
+    if not config.selection_methods:
+        return []
+    return [
+        select_and_finetune(store, selection, config, factory, base_ref)
+        for selection in ["random", *config.method_list(config.selection_methods)]
+    ]
+
+
+@store_task("data-selection", "select-for-{config.selection_target}", gpu=True, timeout_h=12)
+def select_task(
+    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
+) -> list[StepRef]:
+    """The data-selection test: random and each method's selection (round-robin, as ``airrep
+    select`` ships it), each fine-tuned on, with the target task's loss."""
+    return factory_step(root, encoder, base, config, selections)

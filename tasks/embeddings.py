@@ -22,14 +22,23 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from airrep_core.attribution import AttributionIndex, ExampleEncoder, SelectedExample
+from airrep_core.attribution.hybrid import lexical_index
+from airrep_core.attribution.index import AttributionIndex, ExampleEncoder, SelectedExample
 from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import MAX_PROMPT_WORDS, encoder_text
-from airrep_core.hybrid import lexical_index
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.datasets import DatasetVersion, import_dataset, read_examples, validate_dataset_name
+from storage.datasets import (
+    DatasetVersion,
+    import_dataset,
+    read_examples,
+    sample_dataset,
+    validate_dataset_name,
+)
 from storage.embedding_store import (
     EmbeddingMatrix,
     ProgressCallback,
@@ -40,9 +49,12 @@ from storage.embedding_store import (
 )
 from storage.errors import ArtifactNotFound
 from storage.shapes import FieldMapping
+from tasks.caching import store_task
+from tasks.corpus import load_corpus
+from tasks.data_tasks import dataset_ref
 from tasks.encoder import ENCODER_STAGE, load_encoder
-from tasks.labels import load_corpus
-from tasks.references import StepRef
+from tasks.monitoring import Progress, publish_table, run_logger
+from tasks.references import StepRef, open_store
 
 MIN_KEY_PREFIX = 6
 
@@ -75,19 +87,21 @@ def resolve_encoder(store: ArtifactStore, key: str | None = None) -> ArtifactRef
     return matches[0]
 
 
-def embed_function(encoder: ExampleEncoder | AirRepEncoder, config: EmbeddingConfig):
-    """``rows -> (n, d) float32``: the encoder on the encoder text of each row, prompt cut to the
-    encoder's own ``max_prompt_words`` (as for queries and training), default 256 words."""
-    max_prompt_words = getattr(encoder, "max_prompt_words", MAX_PROMPT_WORDS)
+def embed_function(encoder: ExampleEncoder, config: EmbeddingConfig):
+    """``rows -> (n, d) float32``: ``encoder.encode_examples`` of each row, so a stored example
+    gets exactly the text (and vector) it gets as a query."""
 
     def embed(rows: pa.Table) -> np.ndarray:
-        texts = [
-            encoder_text(p, r, max_prompt_words)
-            for p, r in zip(
-                rows.column("prompt").to_pylist(), rows.column("response").to_pylist(), strict=True
+        examples = [
+            Example(str(i), p, r)
+            for i, p, r in zip(
+                rows.column("example_id").to_pylist(),
+                rows.column("prompt").to_pylist(),
+                rows.column("response").to_pylist(),
+                strict=True,
             )
         ]
-        return encoder.encode(texts, config.batch_size, precision=config.precision)
+        return encoder.encode_examples(examples, config.batch_size, precision=config.precision)
 
     return embed
 
@@ -130,6 +144,7 @@ def refresh_embeddings(
     resumable) and publish the version's view. ``encoder``: an already-loaded copy of the
     checkpoint (loaded from the artifact when None)."""
     start = time.perf_counter()
+    config = resolved(config)
     spec = StoreSpec(encoder_ref.key, config.dtype, config.precision)
     examples = read_examples(store, dataset_version)
     loaded: dict[str, Any] = {}
@@ -233,3 +248,78 @@ def write_selection(
         store, path, import_as, mapping=FieldMapping(id_field="id", group_field="group")
     )
     return path, imported
+
+
+def as_dataset_version(ref: StepRef) -> DatasetVersion:
+    """The ``DatasetVersion`` of a dataset ``StepRef``."""
+    artifact = ref.resolve()
+    return DatasetVersion(artifact.config["name"], artifact.key, artifact)
+
+
+@store_task("sample-pool", "sample-{n_rows}-rows")
+def sample_pool_task(root: str, dataset: StepRef, n_rows: int, seed: int = 0) -> StepRef:
+    """A deterministic sample of ``n_rows`` rows of the dataset (itself when ``n_rows`` is 0)."""
+    version = as_dataset_version(dataset)
+    if n_rows == 0:
+        return dataset
+    return dataset_ref(root, sample_dataset(open_store(root), version, n_rows, seed=seed))
+
+
+@store_task("refresh-embeddings", "embed-{dataset.summary[name]}", gpu=True)
+def refresh_embeddings_task(
+    root: str, encoder: StepRef, dataset: StepRef, config: EmbeddingConfig
+) -> StepRef:
+    """Embed what the encoder's store lacks of the dataset (incremental) and publish its view."""
+    store = open_store(root)
+    version = as_dataset_version(dataset)
+    progress = Progress(f"embedding {version.name} ({version.rows} rows)")
+    result = refresh_embeddings(
+        store,
+        encoder.resolve(),
+        version,
+        config,
+        progress=lambda done, total: progress.update(done, total),
+    )
+    run_logger().info(
+        "embeddings of %s: %d rows, %d encoded, %d reused in %.1fs",
+        version.name,
+        result.rows,
+        result.encoded,
+        result.reused,
+        result.seconds,
+    )
+    return result.step_ref()
+
+
+@task(name="attribution-example", cache_policy=NO_CACHE)
+def attribution_example_task(
+    root: str, encoder: StepRef, pool: StepRef, queries: StepRef, k: int = 5, query_row: int = 0
+) -> list[dict]:
+    """The top-``k`` most helpful and most harmful pool examples for one query example (row
+    ``query_row`` of the ``queries`` dataset), as records with the texts (shown in the UI)."""
+    store = open_store(root)
+    pool_version = as_dataset_version(pool)
+    index, _ = open_index(store, encoder.resolve(), pool_version, SearchConfig(k=k))
+    query_row_data = (
+        read_examples(store, as_dataset_version(queries)).slice(query_row, 1).to_pylist()[0]
+    )
+    query = Example(
+        query_row_data["example_id"], query_row_data["prompt"], query_row_data["response"]
+    )
+    texts = {row["example_id"]: row for row in read_examples(store, pool_version).to_pylist()}
+    records = [
+        {
+            **record,
+            "query_prompt": query.prompt,
+            "prompt": texts[record["example_id"]]["prompt"],
+            "response": texts[record["example_id"]]["response"],
+            "group": texts[record["example_id"]]["group"],
+        }
+        for record in index.attribute([query], k)
+    ]
+    publish_table(
+        "attribution-example",
+        [{k_: v for k_, v in r.items() if k_ != "query_prompt"} for r in records],
+        f"Most helpful / harmful {pool_version.name} examples for {queries.summary.get('name')} example {query.example_id}",
+    )
+    return records

@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from airrep_core.config.pipeline import EncoderStageConfig
-from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder
-from airrep_core.encoder_training import ProgressCallback, train_encoder
-from airrep_core.head_training import train_encoder_head
+from airrep_core.encoder.head_training import train_encoder_head
+from airrep_core.encoder.model import ENCODER_CONFIG_FILE, AirRepEncoder
+from airrep_core.encoder.training import ProgressCallback, TrainProgress, train_encoder
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
+from tasks.caching import store_task
+from tasks.corpus import load_corpus
+from tasks.monitoring import Progress, publish_link, publish_table, run_logger
+from tasks.references import StepRef, open_store
 from tasks.teacher import load_teacher
 
 ENCODER_STAGE = "encoder"
@@ -61,6 +66,7 @@ def train_encoder_artifact(
         )
     if not config.train.teacher_steps:
         teacher_ref = None
+    config = resolved(config)
     stage_config = config.to_dict()
     inputs = [labels_ref.key, dataset.key, *([teacher_ref.key] if teacher_ref else [])]
     key = content_key(ENCODER_STAGE, stage_config, inputs)
@@ -76,7 +82,7 @@ def train_encoder_artifact(
             )
         train_splits = split_labels[: len(split_labels) - n_val]
         validation = split_labels[len(split_labels) - n_val :]
-        corpus = labels.load_corpus(store, dataset)
+        corpus = load_corpus(store, dataset)
         if config.train.recipe == "efficient":
             result = train_encoder_head(
                 train_splits,
@@ -124,3 +130,45 @@ def encoder_directory(store: ArtifactStore, ref: ArtifactRef) -> Path:
 def load_encoder(store: ArtifactStore, ref: ArtifactRef) -> AirRepEncoder:
     """The encoder checkpoint of an ``encoder`` artifact, loaded for inference (eval mode)."""
     return AirRepEncoder.from_pretrained(encoder_directory(store, ref)).eval()
+
+
+@store_task("train-encoder", "train-encoder-{config.train.steps}-steps", gpu=True, timeout_h=12)
+def train_encoder_task(
+    root: str,
+    dataset: StepRef,
+    labels: StepRef,
+    config: EncoderStageConfig,
+    teacher: StepRef | None = None,
+) -> StepRef:
+    """Train (or reuse) the AirRep encoder on ``labels``; a killed run resumes from its last
+    checkpoint. Validation metrics are logged and the curve is published as a table."""
+    store = open_store(root)
+    progress = Progress(f"encoder training: {config.train.steps} steps")
+    logger = run_logger()
+
+    def report(p: TrainProgress) -> None:
+        progress.update(p.step, p.steps)
+        if p.validation is not None:
+            logger.info("step %d/%d loss %.4f validation %s", p.step, p.steps, p.loss, p.validation)
+
+    ref = train_encoder_artifact(
+        store,
+        dataset.resolve(),
+        labels.resolve(),
+        config,
+        report,
+        teacher_ref=teacher.resolve() if teacher is not None else None,
+    )
+    step = StepRef.of(store, ref, **ref.metadata)
+    history = json.loads(store.read_bytes(ref, HISTORY_FILE))
+    publish_table(
+        "encoder-training-curve",
+        [
+            {"step": r["step"], "loss": r.get("loss"), **r["validation"]}
+            for r in history
+            if "validation" in r
+        ],
+        "AirRep encoder: validation metrics during training (held-out splits)",
+    )
+    publish_link(step, "trained AirRep encoder (Hugging Face-style directory)")
+    return step

@@ -14,9 +14,9 @@ Stages and keys (``content_key(stage, config, inputs)``):
   (key in the metadata); the noise ceiling's first ``noise_subsets`` subsets, retrained with
   ``noise_seed``, are ``noise_losses.parquet``.
 
-Honesty: ``tasks.evaluation.evaluate`` refuses an AirRep encoder whose training dataset shares an
-example (by content hash) with any evaluation set (``check_held_out``), and the test examples are
-never used to fit or tune.
+Honesty: the evaluation's held-out check (``tasks.evaluation.check_encoder_held_out``) refuses
+an AirRep encoder whose training dataset shares an example (by content hash) with any evaluation
+set (``check_held_out``), and the test examples are never used to fit or tune.
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from airrep_core.config.evaluation import EvaluationConfig
+from airrep_core.data.examples import Example
+from airrep_core.data.labels import SplitLabels
 from airrep_core.evaluation.eval_sets import (
     P3_HELDOUT_SHARE,
     draw_pool_and_test_by_prompt,
@@ -38,14 +42,20 @@ from airrep_core.evaluation.eval_sets import (
 )
 from airrep_core.evaluation.lds_eval import noise_ceiling
 from airrep_core.evaluation.report import NOISE_CEILING
-from airrep_core.examples import Example
-from airrep_core.labels import SplitLabels
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.datasets import DATASET_STAGE, DatasetVersion, import_dataset, latest_version
 from storage.errors import ArtifactNotFound
 from storage.sample_data import sample_dataset
 from storage.tables import read_table, write_table
 from tasks import labels
+from tasks.caching import store_task
+from tasks.corpus import Corpus, load_corpus
+from tasks.data_tasks import dataset_ref
+from tasks.monitoring import Progress, run_logger
+from tasks.references import StepRef, open_store
+from tasks.retry import IO_RETRY_OPTIONS
+from tasks.splits import build_evaluation_splits, read_splits
 
 GROUND_TRUTH_STAGE = "lds-ground-truth"
 NOISE_FILE = "noise_losses.parquet"
@@ -103,7 +113,7 @@ def resolve_eval_dataset(store: ArtifactStore, name: str) -> DatasetVersion:
     return import_dataset(store, sample.paths(), sample.name, skip_invalid=sample.skip_invalid)
 
 
-def pool_and_test(corpus: labels.Corpus, config: EvaluationConfig) -> tuple[tuple[str, ...], ...]:
+def pool_and_test(corpus: Corpus, config: EvaluationConfig) -> tuple[tuple[str, ...], ...]:
     """``(pool_ids, test_ids)`` of an evaluation set (pure: the corpus and the sampling seed)."""
     sampling = config.sampling
     return draw_pool_and_test_by_prompt(
@@ -112,7 +122,7 @@ def pool_and_test(corpus: labels.Corpus, config: EvaluationConfig) -> tuple[tupl
 
 
 def check_held_out(
-    store: ArtifactStore, training_dataset_key: str, eval_sets: dict[str, labels.Corpus]
+    store: ArtifactStore, training_dataset_key: str, eval_sets: dict[str, Corpus]
 ) -> None:
     """Raise ``ValueError`` when an example of any evaluation set (by content hash) is in the
     dataset AirRep's labels came from (the table would not be honest)."""
@@ -147,7 +157,7 @@ class GroundTruth:
 
     name: str
     ref: ArtifactRef
-    corpus: labels.Corpus
+    corpus: Corpus
     labels: SplitLabels
     noise_losses: np.ndarray | None
 
@@ -189,18 +199,17 @@ def build_ground_truth(
     progress: labels.UnitProgress | None = None,
 ) -> ArtifactRef:
     """The ``lds-ground-truth`` artifact of evaluation set ``name`` (see the module docstring)."""
+    config = resolved(config)
     dataset_ref = dataset.ref if isinstance(dataset, DatasetVersion) else dataset
     stage_config = ground_truth_config(name, config)
     inputs = [dataset_ref.key, base_ref.key]
     key = content_key(GROUND_TRUTH_STAGE, stage_config, inputs)
 
     def writer(staging: Path) -> dict[str, Any]:
-        corpus = labels.load_corpus(store, dataset_ref)
+        corpus = load_corpus(store, dataset_ref)
         pool_ids, test_ids = pool_and_test(corpus, config)
-        splits_ref = labels.build_evaluation_splits(
-            store, corpus, config.sampling, pool_ids, test_ids
-        )
-        splits = labels.read_splits(store, splits_ref)
+        splits_ref = build_evaluation_splits(store, corpus, config.sampling, pool_ids, test_ids)
+        splits = read_splits(store, splits_ref)
         log.info("%s: ground truth, %d subsets", name, len(splits[0].subsets))
         outcomes = labels.run_label_units(
             store, corpus, base_ref, splits, config.finetune, progress=progress
@@ -240,7 +249,7 @@ def build_ground_truth(
 
 def load_ground_truth(store: ArtifactStore, ref: ArtifactRef) -> GroundTruth:
     """The examples, losses and noise losses of an ``lds-ground-truth`` artifact."""
-    corpus = labels.load_corpus(store, store.get(DATASET_STAGE, ref.inputs[0]))
+    corpus = load_corpus(store, store.get(DATASET_STAGE, ref.inputs[0]))
     split_labels = labels.load_split_labels(store, ref.metadata["labels_key"])[0]
     noise = None
     if NOISE_FILE in ref.files:
@@ -272,3 +281,47 @@ def ceiling_row(truth: GroundTruth) -> dict[str, Any] | None:
         "n_train": 0,
         "storage_floats_per_example": 0.0,
     }
+
+
+@task(name="split-p3-templates", cache_policy=NO_CACHE, **IO_RETRY_OPTIONS)
+def split_p3_task(root: str) -> dict[str, tuple[StepRef, bool]]:
+    """Import the sample P3 data split by template into ``flan_p3_train`` (the label corpus) and
+    ``flan_p3_heldout`` (the P3 evaluation set); returns ``{name: (ref, is_new_version)}``."""
+    versions = import_p3_holdout(open_store(root))
+    for version in versions:
+        run_logger().info(
+            "dataset %s: version %s, %d rows (%s)",
+            version.name,
+            version.short_version,
+            version.rows,
+            "new" if version.created else "unchanged",
+        )
+    return {v.name: (dataset_ref(root, v), v.created) for v in versions}
+
+
+@task(name="resolve-eval-set", task_run_name="eval-set-{name}", cache_policy=NO_CACHE)
+def resolve_eval_set_task(root: str, name: str) -> StepRef:
+    """The latest dataset version of evaluation set ``name`` (a built-in set is imported from the
+    sample data when the store lacks it). Never cached: "latest" changes with new imports."""
+    return dataset_ref(root, resolve_eval_dataset(open_store(root), name))
+
+
+@store_task("lds-ground-truth", "ground-truth-{name}", gpu=True, timeout_h=12)
+def ground_truth_task(
+    root: str, name: str, dataset: StepRef, base: StepRef, config: EvaluationConfig
+) -> StepRef:
+    """Evaluation set ``name``'s LDS ground truth: K subsets of its pool fine-tuned from ``base``
+    and every test example's loss (plus the noise-ceiling retraining). Resumes unit by unit."""
+    store = open_store(root)
+    n_units = config.sampling.n_subsets + config.noise_subsets
+    progress = Progress(f"ground truth {name}: {n_units} fine-tunes")
+    done = 0
+
+    def report(*_: object) -> None:
+        nonlocal done
+        done += 1
+        progress.update(done, n_units)
+
+    ref = build_ground_truth(store, name, dataset.resolve(), base.resolve(), config, report)
+    run_logger().info("ground truth %s: %s", name, ref.metadata)
+    return StepRef.of(store, ref, eval_set=name, **ref.metadata)

@@ -1,14 +1,13 @@
 """Label generation over the artifact store (DESIGN.md §2 "Label generation", §4 artifacts).
 
-Plain functions (the Prefect task wrappers call them): each reads its inputs from the store,
-calls ``airrep_core``, writes one artifact and returns a small reference.
+Plain step functions and, beside them, the Prefect tasks that wrap them: each step reads its
+inputs from the store, calls ``airrep_core``, writes one artifact and returns a small reference.
 
 Stages and keys (``content_key(stage, config, inputs)``):
 
 - ``label-base``: the base LM θ₀ as a Hugging Face model directory. Config: ``BaseModelConfig``;
   inputs: the dataset version (a scratch model is trained on its base share; a hub model has none).
-- ``label-splits``: ``splits.parquet`` (schema ``splits``) and ``subsets.parquet`` (``subsets``).
-  Config: the sampling config and the base share; inputs: the dataset version.
+- ``label-splits``: the splits and subsets (``tasks.splits``).
 - ``label-unit``: one (split, subset): ``losses.parquet`` (schema ``subset_losses``, one row per
   target). Config: the fine-tune config and the ids; inputs: the base key and sha256 digests of
   the members' and the targets' (example_id, content_hash) pairs, so a unit is reused exactly when
@@ -20,7 +19,6 @@ Stages and keys (``content_key(stage, config, inputs)``):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -32,54 +30,41 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from airrep_core.base_model import build_base_model
 from airrep_core.config.labels import (
     BaseModelConfig,
     EvaluationSamplingConfig,
     FinetuneConfig,
     LabelsConfig,
-    SamplingConfig,
 )
-from airrep_core.examples import Example
-from airrep_core.finetune import SubsetFinetuner
-from airrep_core.labels import SplitLabels
-from airrep_core.sampling import (
-    Split,
-    draw_pool_and_test,
-    partition_corpus,
-    sample_evaluation_split,
-    sample_splits,
-    splits_from_rows,
-    splits_rows,
-    subsets_rows,
-)
+from airrep_core.data.labels import SplitLabels
+from airrep_core.data.sampling import Split
+from airrep_core.lm.base_model import build_base_model
+from airrep_core.lm.finetune import SubsetFinetuner
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
-from storage.datasets import DatasetVersion, read_examples
 from storage.tables import read_table, scan_tables, write_table
+from tasks.caching import store_task
+from tasks.corpus import Corpus, DatasetLike, ids_digest, load_corpus
+from tasks.monitoring import Progress, publish_link, run_logger
+from tasks.references import StepRef, open_store
+from tasks.splits import (
+    SPLITS_FILE,
+    SUBSETS_FILE,
+    build_evaluation_splits,
+    build_splits,
+    read_splits,
+)
 
 BASE_STAGE = "label-base"
-SPLITS_STAGE = "label-splits"
 UNIT_STAGE = "label-unit"
 LABELS_STAGE = "labels"
-SPLITS_FILE = "splits.parquet"
-SUBSETS_FILE = "subsets.parquet"
 UNIT_FILE = "losses.parquet"
 LOSSES_FILE = "subset_losses.parquet"
 
 log = logging.getLogger("airrep.labels")
 
-DatasetLike = DatasetVersion | ArtifactRef
 UnitProgress = Callable[[int, int, "UnitOutcome"], None]
 """``progress(units_done, units_total, outcome)``, called after each unit (computed or skipped)."""
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """A dataset version's examples in memory, by id, with their content hashes."""
-
-    key: str
-    examples: dict[str, Example]
-    content_hashes: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -112,23 +97,10 @@ class LabelsRef:
         return asdict(self)
 
 
-def load_corpus(store: ArtifactStore, dataset: DatasetLike) -> Corpus:
-    """The examples of a dataset version (a ``DatasetVersion`` or its ``ArtifactRef``)."""
-    ref = dataset.ref if isinstance(dataset, DatasetVersion) else dataset
-    table = read_examples(store, ref)
-    examples: dict[str, Example] = {}
-    hashes: dict[str, str] = {}
-    for row in table.to_pylist():
-        example = Example(
-            row["example_id"], row["prompt"], row["response"], row["source"], row["group"]
-        )
-        examples[example.example_id] = example
-        hashes[example.example_id] = row["content_hash"]
-    return Corpus(ref.key, examples, hashes)
-
-
 def base_key(corpus: Corpus, config: BaseModelConfig) -> str:
-    """The key of the ``label-base`` artifact of ``config`` (a scratch model's input: the corpus)."""
+    """The key of the ``label-base`` artifact of ``config`` ("auto" resolved on this machine; a
+    scratch model's input: the corpus)."""
+    config = resolved(config)
     return content_key(BASE_STAGE, config.to_dict(), [corpus.key] if config.is_scratch else [])
 
 
@@ -137,6 +109,7 @@ def build_base(store: ArtifactStore, corpus: Corpus, config: BaseModelConfig) ->
 
     Its manifest metadata is the ``BaseModelReport`` (held-out loss before/after the warm-up).
     """
+    config = resolved(config)
     inputs = [corpus.key] if config.is_scratch else []
     key = base_key(corpus, config)
 
@@ -148,82 +121,19 @@ def build_base(store: ArtifactStore, corpus: Corpus, config: BaseModelConfig) ->
     return store.build(BASE_STAGE, key, config=config.to_dict(), inputs=inputs, writer=writer)
 
 
-def _splits_config(sampling: SamplingConfig, base: BaseModelConfig) -> dict[str, Any]:
-    return {"sampling": sampling.to_dict(), "base_corpus_share": base.corpus_share}
-
-
-def splits_key(corpus: Corpus, sampling: SamplingConfig, base: BaseModelConfig) -> str:
-    """The key of the ``label-splits`` artifact drawn from ``corpus``."""
-    return content_key(SPLITS_STAGE, _splits_config(sampling, base), [corpus.key])
-
-
-def build_splits(
-    store: ArtifactStore, corpus: Corpus, sampling: SamplingConfig, base: BaseModelConfig
-) -> ArtifactRef:
-    """The ``label-splits`` artifact: splits drawn from the corpus outside the base share."""
-    config = _splits_config(sampling, base)
-    key = splits_key(corpus, sampling, base)
-
-    def writer(staging: Path) -> dict[str, Any]:
-        _, label_ids = partition_corpus(corpus.examples, base.corpus_share)
-        return _write_splits(staging, sample_splits(label_ids, sampling))
-
-    return store.build(SPLITS_STAGE, key, config=config, inputs=[corpus.key], writer=writer)
-
-
-def build_evaluation_splits(
-    store: ArtifactStore,
-    corpus: Corpus,
-    config: EvaluationSamplingConfig,
-    pool_ids: Sequence[str] | None = None,
-    test_ids: Sequence[str] | None = None,
-) -> ArtifactRef:
-    """LDS ground truth: one split with K subsets of the evaluation set's pool, its test set as
-    targets. Without ``pool_ids``/``test_ids`` both are drawn from the corpus
-    (``draw_pool_and_test``)."""
-    if (pool_ids is None) != (test_ids is None):
-        raise ValueError("give both pool_ids and test_ids, or neither")
-    if pool_ids is None or test_ids is None:
-        pool_ids, test_ids = draw_pool_and_test(corpus.examples, config)
-    missing = sorted(set(pool_ids).union(test_ids) - set(corpus.examples))[:3]
-    if missing:
-        raise ValueError(f"ids not in dataset {corpus.key[:12]}: {missing}")
-    split = sample_evaluation_split(pool_ids, test_ids, config)
-    stage_config = {
-        "evaluation_sampling": config.to_dict(),
-        "pool": _ids_digest(corpus, split.pool_ids),
-        "test": _ids_digest(corpus, split.target_ids),
-    }
-    key = content_key(SPLITS_STAGE, stage_config, [corpus.key])
-    return store.build(
-        SPLITS_STAGE,
-        key,
-        config=stage_config,
-        inputs=[corpus.key],
-        writer=lambda staging: _write_splits(staging, [split]),
-    )
-
-
-def read_splits(store: ArtifactStore, splits_ref: ArtifactRef) -> list[Split]:
-    """The splits of a ``label-splits`` artifact (pool = the union of each split's subsets)."""
-    targets = read_table(store, splits_ref, SPLITS_FILE, "splits").to_pylist()
-    subsets = read_table(store, splits_ref, SUBSETS_FILE, "subsets").to_pylist()
-    return splits_from_rows(targets, subsets)
-
-
 def unit_key(
     corpus: Corpus, base_ref: ArtifactRef, split: Split, subset_id: int, finetune: FinetuneConfig
 ) -> tuple[str, dict[str, Any], list[str]]:
     """``(key, config, inputs)`` of the unit (split, subset): see the module docstring."""
     config = {
-        "finetune": finetune.to_dict(),
+        "finetune": resolved(finetune).to_dict(),
         "split_id": split.split_id,
         "subset_id": subset_id,
     }
     inputs = [
         base_ref.key,
-        _ids_digest(corpus, split.subsets[subset_id]),
-        _ids_digest(corpus, split.target_ids),
+        ids_digest(corpus, split.subsets[subset_id]),
+        ids_digest(corpus, split.target_ids),
     ]
     return content_key(UNIT_STAGE, config, inputs), config, inputs
 
@@ -239,6 +149,7 @@ def run_label_units(
 ) -> list[UnitOutcome]:
     """Build the ``label-unit`` artifacts of ``units`` ((split_id, subset_id) pairs; default all),
     skipping those that exist. The base model is loaded only when a unit is missing, once."""
+    finetune = resolved(finetune)
     by_id = {split.split_id: split for split in splits}
     wanted = [(s.split_id, j) for s in splits for j in s.subset_ids] if units is None else units
     loaded: list[SubsetFinetuner] = []
@@ -318,6 +229,7 @@ def generate_labels(
         split_labels = load_split_labels(store, ref)
     """
     started = time.perf_counter()
+    config = resolved(config)
     corpus = load_corpus(store, dataset)
     base_ref = build_base(store, corpus, config.base)
     splits_ref = build_splits(store, corpus, config.sampling, config.base)
@@ -347,6 +259,7 @@ def generate_ground_truth(
     fine-tuned on each exactly as in label generation, every test example's loss. The result is
     a ``labels`` artifact with one split (``load_split_labels``)."""
     started = time.perf_counter()
+    finetune = resolved(finetune)
     corpus = load_corpus(store, dataset)
     splits_ref = build_evaluation_splits(store, corpus, sampling, pool_ids, test_ids)
     config = {"ground_truth": sampling.to_dict(), "finetune": finetune.to_dict()}
@@ -411,12 +324,6 @@ def load_split_labels(
     return result
 
 
-def _write_splits(staging: Path, splits: Sequence[Split]) -> dict[str, Any]:
-    n_targets = write_table(staging / SPLITS_FILE, _rows_table(splits_rows(splits)), "splits")
-    n_subsets = write_table(staging / SUBSETS_FILE, _rows_table(subsets_rows(splits)), "subsets")
-    return {"n_splits": len(splits), "target_rows": n_targets, "subset_rows": n_subsets}
-
-
 def _write_unit(
     staging: Path,
     corpus: Corpus,
@@ -440,14 +347,88 @@ def _write_unit(
     return stats.to_dict()
 
 
-def _rows_table(rows: list[dict[str, Any]]) -> pa.Table:
-    table = pa.Table.from_pylist(rows)
-    return table.set_column(0, "split_id", pa.array([str(r["split_id"]) for r in rows]))
+Unit = tuple[int, int]
+"""(split_id, subset_id)."""
+
+SHARD_TIMEOUT_S = 6 * 3600
+"""A label shard's time limit, carried by the ``label-shard`` deployment's flow: the label flow
+runs shards in worker threads, where Prefect cannot enforce a task timeout (it warns per shard)."""
 
 
-def _ids_digest(corpus: Corpus, ids: Sequence[str]) -> str:
-    """sha256 of the sorted (example_id, content_hash) pairs: the identity of a set of examples."""
-    digest = hashlib.sha256()
-    for example_id in sorted(ids):
-        digest.update(f"{example_id}\t{corpus.content_hashes[example_id]}\n".encode())
-    return digest.hexdigest()
+@store_task(
+    "prepare-base-model",
+    "base-model-{config.architecture}-{config.hidden_size}",
+    gpu=True,
+    timeout_h=6,
+)
+def prepare_base_model(root: str, dataset: StepRef, config: BaseModelConfig) -> StepRef:
+    """The base LM θ₀ (built from a config and warmed up, or loaded from the hub/a directory)."""
+    store = open_store(root)
+    corpus = load_corpus(store, dataset.resolve())
+    ref = build_base(store, corpus, config)
+    step = StepRef.of(store, ref, **ref.metadata)
+    run_logger().info("base model %s: %s", ref.key[:12], ref.metadata)
+    publish_link(step, "base target LM (Hugging Face model directory)")
+    return step
+
+
+@store_task("label-shard", "label-shard-{shard_name}", gpu=True)
+def label_shard(
+    root: str,
+    dataset: StepRef,
+    base: StepRef,
+    splits: StepRef,
+    finetune: FinetuneConfig,
+    units: Sequence[Unit],
+    shard_name: str,
+) -> list[StepRef]:
+    """Fine-tune and evaluate the (split, subset) ``units`` of one shard; existing units are
+    skipped, so a killed shard resumes where it stopped."""
+    store = open_store(root)
+    corpus = load_corpus(store, dataset.resolve())
+    splits_list = read_splits(store, splits.resolve())
+    progress = Progress(f"label shard {shard_name}: {len(units)} subsets")
+    logger = run_logger()
+
+    def report(done: int, total: int, outcome: UnitOutcome) -> None:
+        progress.update(done, total)
+        state = "computed" if outcome.computed else "reused"
+        logger.info(
+            "unit (%d, %d) %s [%d/%d]", outcome.split_id, outcome.subset_id, state, done, total
+        )
+
+    outcomes = run_label_units(
+        store,
+        corpus,
+        base.resolve(),
+        splits_list,
+        finetune,
+        units=[tuple(u) for u in units],
+        progress=report,
+    )
+    return [StepRef.of(store, o.ref, computed=o.computed) for o in outcomes]
+
+
+@store_task("gather-labels")
+def gather_labels_task(
+    root: str,
+    dataset: StepRef,
+    base: StepRef,
+    splits: StepRef,
+    finetune: FinetuneConfig,
+    labels_config: dict,
+) -> StepRef:
+    """The subset-losses table of every unit (each unit must exist: shards ran first)."""
+    store = open_store(root)
+    corpus = load_corpus(store, dataset.resolve())
+    base_ref = base.resolve()
+    splits_ref = splits.resolve()
+    unit_refs = [
+        store.get(UNIT_STAGE, unit_key(corpus, base_ref, split, j, finetune)[0])
+        for split in read_splits(store, splits_ref)
+        for j in split.subset_ids
+    ]
+    ref = gather_labels(store, splits_ref, unit_refs, labels_config)
+    step = StepRef.of(store, ref, **ref.metadata)
+    publish_link(step, "subset-losses table (labels)")
+    return step

@@ -11,6 +11,7 @@ Stages and keys (``content_key(stage, config, inputs)``):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airrep_core.baselines import BASELINE_CONFIGS, MODEL_METHODS, Attributor, build_attributor
-from airrep_core.config.evaluation import AIRREP_METHODS, EvaluationConfig
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
+from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.evaluation.classification import (
     ClassificationTask,
     balanced_task,
@@ -28,11 +27,21 @@ from airrep_core.evaluation.classification import (
     top1_accuracy,
 )
 from airrep_core.evaluation.eval_sets import p3_task
-from airrep_core.evaluation.lds_eval import group_rule, lds_of, score_subsets
+from airrep_core.evaluation.lds_eval import lds_of, score_subsets
+from airrep_core.methods.interface import Attributor
+from airrep_core.methods.registry import build_method, method_spec
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
+from tasks.caching import store_task
+from tasks.corpus import load_corpus
 from tasks.encoder import load_encoder
-from tasks.ground_truth import load_ground_truth, resolve_eval_dataset
+from tasks.ground_truth import (
+    load_ground_truth,
+    resolve_eval_dataset,
+)
+from tasks.monitoring import run_logger
+from tasks.references import StepRef, open_store
 
 SCORES_STAGE = "lds-scores"
 CLASSIFICATION_STAGE = "classification-scores"
@@ -58,52 +67,46 @@ class MethodFactory:
         self, store: ArtifactStore, config: EvaluationConfig, encoder_ref: ArtifactRef
     ) -> None:
         self.store = store
-        self.config = config
+        self.config = resolved(config)
         self.encoder_ref = encoder_ref
         self._encoder = None
         self._lm: tuple[str, Any, Any] | None = None
 
     def settings(self, method: str) -> dict[str, Any]:
         """The method's settings (part of its artifacts' keys)."""
-        if method in AIRREP_METHODS:
+        spec = method_spec(method)
+        if spec.config_class is None:  # AirRep: the evaluation config's airrep_* fields
             return {
                 "pooling": "attention" if method == "airrep" else "mean",
                 "batch_size": self.config.airrep_batch_size,
                 "precision": self.config.airrep_precision,
             }
-        return BASELINE_CONFIGS[method].preset(self.config.baseline_preset).to_dict()
+        return resolved(spec.config_class.preset(self.config.baseline_preset)).to_dict()
 
     def inputs(self, method: str, base_key: str) -> list[str]:
         """Artifact keys the method's scores depend on besides the data."""
-        if method in AIRREP_METHODS:
+        needs = method_spec(method).needs
+        if needs == "encoder":
             return [self.encoder_ref.key]
-        return [base_key] if method in MODEL_METHODS else []
+        return [base_key] if needs == "base_lm" else []
 
     def build(self, method: str, base_key: str) -> Attributor:
         """A fresh attributor of ``method`` (model methods on the base LM ``base_key``)."""
-        if method in AIRREP_METHODS:
+        needs = method_spec(method).needs
+        extra: dict[str, Any] = {}
+        if needs == "encoder":
             if self._encoder is None:
                 self._encoder = load_encoder(self.store, self.encoder_ref)
-            settings = self.settings(method)
-            # The mean-pooling ablation is the embedding alone, also for a hybrid encoder.
-            return AirRepAttributor(
-                self._encoder,
-                settings["pooling"],
-                settings["batch_size"],
-                settings["precision"],
-                hybrid=method == "airrep",
-            )
-        if method not in MODEL_METHODS:
-            return build_attributor(method, self.config.baseline_preset)
-        if self._lm is None or self._lm[0] != base_key:
-            from airrep_core.lm_loading import load_causal_lm
+            extra = {"encoder": self._encoder, "settings": self.settings(method)}
+        elif needs == "base_lm":
+            if self._lm is None or self._lm[0] != base_key:
+                from airrep_core.lm.loading import load_causal_lm
 
-            base_dir = self.store.local_dir(self.store.get(labels.BASE_STAGE, base_key))
-            model, tokenizer = load_causal_lm(base_dir)
-            self._lm = (base_key, model, tokenizer)
-        return build_attributor(
-            method, self.config.baseline_preset, model=self._lm[1], tokenizer=self._lm[2]
-        )
+                base_dir = self.store.local_dir(self.store.get(labels.BASE_STAGE, base_key))
+                model, tokenizer = load_causal_lm(base_dir)
+                self._lm = (base_key, model, tokenizer)
+            extra = {"model": self._lm[1], "tokenizer": self._lm[2]}
+        return build_method(method, self.config.baseline_preset, **extra)
 
 
 def score_method(
@@ -116,7 +119,7 @@ def score_method(
     stage_config = {
         "method": method,
         "settings": factory.settings(method),
-        "group_rule": group_rule(method),
+        "group_rule": method_spec(method).group_rule,
     }
     inputs = [truth_ref.key, *factory.inputs(method, base_key)]
     key = content_key(SCORES_STAGE, stage_config, inputs)
@@ -187,14 +190,14 @@ def classification_task(
         config.sampling.seed,
     )
     if task == "hh_chosen_rejected":
-        corpus = labels.load_corpus(store, resolve_eval_dataset(store, "hh_rlhf_harmless"))
+        corpus = load_corpus(store, resolve_eval_dataset(store, "hh_rlhf_harmless"))
         examples = list(corpus.examples.values())
         built = balanced_task(
             task, examples, [e.group or "" for e in examples], per_class, n_queries, seed
         )
         return built, [corpus.key]
     if task == "p3_task":
-        corpus = labels.load_corpus(store, resolve_eval_dataset(store, "p3"))
+        corpus = load_corpus(store, resolve_eval_dataset(store, "p3"))
         examples = list(corpus.examples.values())
         tasks = [p3_task(e.group or "") for e in examples]
         kept = set(classes_with_enough_examples(tasks, per_class, n_queries))
@@ -206,7 +209,7 @@ def classification_task(
     if task == "source":
         examples, names, keys = [], [], []
         for name in SOURCE_TASK_SETS:
-            corpus = labels.load_corpus(store, resolve_eval_dataset(store, name))
+            corpus = load_corpus(store, resolve_eval_dataset(store, name))
             examples += list(corpus.examples.values())
             names += [name] * len(corpus.examples)
             keys.append(corpus.key)
@@ -263,3 +266,54 @@ def classify(
         }
 
     return store.build(CLASSIFICATION_STAGE, key, config=stage_config, inputs=inputs, writer=writer)
+
+
+@store_task("score-method", "score-{method}-{truth.summary[eval_set]}")
+def score_method_task(
+    root: str, method: str, truth: StepRef, encoder: StepRef, config: EvaluationConfig
+) -> StepRef:
+    """``method``'s group scores and LDS against one ground truth."""
+    store = open_store(root)
+    factory = MethodFactory(store, config, encoder.resolve())
+    ref = score_method(store, method, truth.resolve(), factory)
+    row = lds_row(ref)
+    run_logger().info(
+        "%s on %s: LDS %.4f ± %.4f", method, row["eval_set"], row["lds"], row["stderr"]
+    )
+    return StepRef.of(store, ref, **row)
+
+
+def classifications(
+    store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
+) -> list[ArtifactRef]:
+    """The ``classification-scores`` artifact of every (test, method) of ``config``."""
+    return [
+        classify(store, task, method, config, factory, base_ref.key)
+        for task in config.classification_tasks
+        for method in config.method_list(config.classification_methods)
+    ]
+
+
+def factory_step(
+    root: str,
+    encoder: StepRef,
+    base: StepRef,
+    config: EvaluationConfig,
+    step: Callable[..., list[ArtifactRef]],
+) -> list[StepRef]:
+    """Run a step of the evaluation that needs the method factory (``classifications``,
+    ``data_selection.selections``) over the store; its artifacts as references."""
+    store = open_store(root)
+    factory = MethodFactory(store, config, encoder.resolve())
+    refs = step(store, config, factory, base.resolve())
+    for ref in refs:
+        run_logger().info("%s: %s", step.__name__, ref.metadata)
+    return [StepRef.of(store, ref, **ref.metadata) for ref in refs]
+
+
+@store_task("classification", "classify-{config.classification_tasks}")
+def classify_task(
+    root: str, encoder: StepRef, base: StepRef, config: EvaluationConfig
+) -> list[StepRef]:
+    """Every method's top-1 same-class accuracy on every classification test of ``config``."""
+    return factory_step(root, encoder, base, config, classifications)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 from airrep_core.config.labels import FinetuneConfig
 from airrep_core.config.pipeline import PipelineConfig
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
 from storage.artifacts import ArtifactStore
 from storage.datasets import latest_version, list_datasets, read_examples
 from storage.errors import DataValidationError
@@ -284,10 +284,10 @@ def measure_probe(store: ArtifactStore, config: PipelineConfig) -> Probe:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from airrep_core.base_model import init_scratch_model
-    from airrep_core.encoder import AirRepEncoder
-    from airrep_core.finetune import SubsetFinetuner
-    from airrep_core.lm_tokenizer import train_bpe_tokenizer
+    from airrep_core.encoder.model import AirRepEncoder
+    from airrep_core.lm.base_model import init_scratch_model
+    from airrep_core.lm.finetune import SubsetFinetuner
+    from airrep_core.lm.tokenizer import train_bpe_tokenizer
 
     imports_s = time.perf_counter() - started
     examples = _probe_examples(store, config)
@@ -370,23 +370,24 @@ def cached_label_work(store: ArtifactStore, config: PipelineConfig) -> dict[str,
     }
     if config.corpus not in present:
         return cached
-    from tasks import labels
+    from tasks import labels, splits
+    from tasks.corpus import load_corpus
 
-    corpus = labels.load_corpus(store, latest_version(store, config.corpus))
+    corpus = load_corpus(store, latest_version(store, config.corpus))
     base_key = labels.base_key(corpus, config.labels.base)
-    splits_key = labels.splits_key(corpus, config.labels.sampling, config.labels.base)
+    splits_key = splits.splits_key(corpus, config.labels.sampling, config.labels.base)
     cached["base"] = int(store.exists(labels.BASE_STAGE, base_key))
-    cached["splits"] = int(store.exists(labels.SPLITS_STAGE, splits_key))
+    cached["splits"] = int(store.exists(splits.SPLITS_STAGE, splits_key))
     if not (cached["base"] and cached["splits"]):
         return cached
     base_ref = store.get(labels.BASE_STAGE, base_key)
-    splits = labels.read_splits(store, store.get(labels.SPLITS_STAGE, splits_key))
+    label_splits = splits.read_splits(store, store.get(splits.SPLITS_STAGE, splits_key))
     cached["units"] = sum(
         store.exists(
             labels.UNIT_STAGE,
             labels.unit_key(corpus, base_ref, split, j, config.labels.finetune)[0],
         )
-        for split in splits
+        for split in label_splits
         for j in split.subset_ids
     )
     return cached

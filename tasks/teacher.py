@@ -25,13 +25,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airrep_core.baselines import MODEL_METHODS, build_attributor
+from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.config.teacher import TeacherConfig
-from airrep_core.head_training import split_example_ids
-from airrep_core.teacher import TeacherScores, draw_teacher_examples, fuse_scores
+from airrep_core.encoder.head_training import split_example_ids
+from airrep_core.encoder.teacher import TeacherScores, draw_teacher_examples, fuse_scores
+from airrep_core.methods.registry import build_method, method_spec
+from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, write_table
 from tasks import labels
+from tasks.caching import store_task
+from tasks.corpus import Corpus, load_corpus
+from tasks.monitoring import Progress, publish_link, run_logger
+from tasks.references import StepRef, open_store
 
 TEACHER_STAGE = "teacher-scores"
 TEACHER_METHOD_STAGE = "teacher-method-scores"
@@ -70,7 +76,7 @@ def build_teacher(
     key = content_key(TEACHER_STAGE, stage_config, inputs)
     if store.exists(TEACHER_STAGE, key):
         return store.get(TEACHER_STAGE, key)
-    corpus = labels.load_corpus(store, dataset)
+    corpus = load_corpus(store, dataset)
     excluded = held_out_ids(store, labels_ref, validation_splits)
     target_ids, candidate_ids = draw_teacher_examples(
         corpus.examples, excluded, config.n_targets, config.n_candidates, config.seed
@@ -128,7 +134,7 @@ def load_teacher(store: ArtifactStore, ref: ArtifactRef, method: str = FUSED) ->
 
 def _method_unit(
     store: ArtifactStore,
-    corpus: labels.Corpus,
+    corpus: Corpus,
     base_ref: ArtifactRef,
     config: TeacherConfig,
     method: str,
@@ -138,10 +144,15 @@ def _method_unit(
     validation_splits: int,
 ) -> ArtifactRef:
     """One method's ``teacher-method-scores`` unit (built when absent)."""
-    unit_inputs = inputs if method in MODEL_METHODS else inputs[:2]
+    needs_lm = method_spec(method).needs == "base_lm"
+    unit_inputs = inputs if needs_lm else inputs[:2]
     unit_config = {
         "method": method,
         "baseline_preset": config.baseline_preset,
+        # the method's settings with "auto" device/precision resolved (part of the key)
+        "settings": resolved(
+            method_spec(method).config_class.preset(config.baseline_preset)
+        ).to_dict(),
         "draw": {
             "n_targets": config.n_targets,
             "n_candidates": config.n_candidates,
@@ -153,13 +164,11 @@ def _method_unit(
 
     def writer(staging: Path) -> dict[str, Any]:
         model = tokenizer = None
-        if method in MODEL_METHODS:
-            from airrep_core.lm_loading import load_causal_lm
+        if needs_lm:
+            from airrep_core.lm.loading import load_causal_lm
 
             model, tokenizer = load_causal_lm(store.local_dir(base_ref))
-        attributor = build_attributor(
-            method, config.baseline_preset, model=model, tokenizer=tokenizer
-        )
+        attributor = build_method(method, config.baseline_preset, model=model, tokenizer=tokenizer)
         attributor.fit([corpus.examples[i] for i in candidate_ids])
         scores = attributor.score([corpus.examples[i] for i in target_ids])
         log.info("teacher %s: %d x %d pairs scored", method, *scores.shape)
@@ -203,3 +212,32 @@ def _long_table(
             "score": np.asarray(scores, dtype=np.float32).reshape(-1),
         }
     )
+
+
+@store_task(
+    "teacher-scores",
+    "teacher-{config.teacher.n_targets}x{config.teacher.n_candidates}",
+    gpu=True,
+    timeout_h=12,
+)
+def teacher_scores_task(
+    root: str, dataset: StepRef, labels: StepRef, base: StepRef, config: EncoderStageConfig
+) -> StepRef:
+    """The teacher's scores of (target, candidate) pairs of the label corpus, one unit per
+    teacher method (a killed run resumes after the finished methods)."""
+    store = open_store(root)
+    teacher = config.teacher
+    progress = Progress(f"teacher scores: {' + '.join(teacher.methods)}")
+    ref = build_teacher(
+        store,
+        dataset.resolve(),
+        labels.resolve(),
+        base.resolve(),
+        teacher,
+        config.validation_splits,
+        progress=progress.update,
+    )
+    step = StepRef.of(store, ref, **ref.metadata)
+    run_logger().info("teacher %s: %s", ref.key[:12], ref.metadata)
+    publish_link(step, "teacher scores (Parquet: target, candidate, method, score)")
+    return step

@@ -15,9 +15,9 @@ import typer
 from airrep_cli import airrep
 from typer.testing import CliRunner
 
-from airrep_core.attribution import AttributionIndex, attribute, group_influence, select
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.examples import Example
+from airrep_core.attribution.index import AttributionIndex, attribute, group_influence, select
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
 from flows.cli_query import read_queries, register
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset, latest_version, read_examples

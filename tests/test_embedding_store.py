@@ -6,6 +6,7 @@ one store per encoder checkpoint, and the bad-input errors."""
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import uuid
 from collections.abc import Callable
@@ -16,7 +17,8 @@ import pyarrow as pa
 import pytest
 
 from airrep_core.config.embedding import EmbeddingConfig
-from airrep_core.encoder import AirRepEncoder
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
 from storage.artifacts import ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset, read_examples
 from storage.embedding_store import (
@@ -36,6 +38,7 @@ from storage.sample_data import sample_data_dir
 from tasks.embeddings import (
     EncoderNotFound,
     embed_function,
+    open_index,
     refresh_embeddings,
     resolve_encoder,
 )
@@ -231,6 +234,31 @@ def test_float16_round_trip(tmp_path, encoder, dolly_lines, root_kind) -> None:
     for content_hash, vector in zip(f16.content_hashes, f16.embeddings, strict=True):
         np.testing.assert_array_equal(stored[content_hash], vector)
     np.testing.assert_allclose(f16.embeddings, f32.embeddings, rtol=1e-3, atol=1e-3)
+
+
+def test_a_long_prompt_gets_the_same_vector_in_the_store_and_as_a_query(tmp_path) -> None:
+    """The pipeline's store and a query embed the same text: the prompt cut to the encoder's own
+    ``max_prompt_words`` (12 here, below the 256-word default), so a long-prompt example stored
+    in the pool is exactly the vector it gets as a query."""
+    short = AirRepEncoder.from_backbone(
+        "all-MiniLM-L6-v2", max_length=MAX_LENGTH * 4, max_prompt_words=12
+    )
+    encoder_dir = short.save(tmp_path / "encoder")
+    store = ArtifactStore(f"file://{tmp_path / 'store'}")
+    long_prompt = " ".join(f"word{i}" for i in range(40))
+    lines = [
+        json.dumps({"prompt": long_prompt + " tail words differ", "response": "a"}) + "\n",
+        json.dumps({"prompt": "a short prompt", "response": "b"}) + "\n",
+    ]
+    version = import_lines(store, tmp_path, lines, "long")
+    encoder_ref = store.get("encoder", publish_encoder(store, encoder_dir, "enc-long"))
+    refresh_embeddings(store, encoder_ref, version, CONFIG)
+    index, matrix = open_index(store, encoder_ref, version)
+    examples = read_examples(store, version).to_pylist()
+    queries = [Example(r["example_id"], r["prompt"], r["response"]) for r in examples]
+    assert len(queries[0].prompt.split()) > short.max_prompt_words
+    rows = index.rows_of([q.example_id for q in queries])
+    np.testing.assert_array_equal(index.embed(queries), matrix.embeddings[rows])
 
 
 def test_new_encoder_gets_its_own_store_and_the_old_stays_until_removed(

@@ -15,15 +15,21 @@ import pytest
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-import airrep_core.baselines.interface
-import airrep_core.finetune
+import airrep_core.lm.finetune
+import airrep_core.methods.interface
 import tasks.encoder
-from airrep_core.baselines import TfidfAttributor
+from airrep_core.attribution.hybrid import lexical_index
+from airrep_core.attribution.index import AttributionIndex
+from airrep_core.config.embedding import SearchConfig
 from airrep_core.config.evaluation import ALL_METHODS, EvaluationConfig
 from airrep_core.evaluation import NOISE_CEILING, top1_accuracy
+from airrep_core.methods import TfidfAttributor
+from flows.bench import BenchResult, run_bench
 from flows.cli_bench import bench_app
+from flows.evaluation_flow import evaluate
 from storage.artifacts import ArtifactStore
-from tasks import evaluation, ground_truth, labels, method_scores
+from tasks import data_selection, ground_truth, labels, method_scores
+from tasks.corpus import load_corpus
 from tasks.encoder import load_encoder
 
 PRESET = "tiny"
@@ -33,7 +39,7 @@ PRESET = "tiny"
 class Bench:
     root: str
     store: ArtifactStore
-    result: evaluation.BenchResult
+    result: BenchResult
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
     """``run_bench`` at the tiny preset in a fresh store (the module's one expensive step)."""
     root = (tmp_path_factory.mktemp("bench") / "store").as_uri()
     store = ArtifactStore(root)
-    return Bench(root, store, evaluation.run_bench(store, PRESET, root=root))
+    return Bench(root, store, run_bench(store, PRESET, root=root))
 
 
 def all_artifacts(store: ArtifactStore) -> set[tuple[str, str]]:
@@ -130,6 +136,37 @@ def test_report_files_exist_and_parse(bench):
     assert "airrep bench lds --preset tiny --root" in markdown
 
 
+def test_the_evaluated_selection_is_the_one_airrep_select_ships(bench):
+    """The report's AirRep selection equals ``AttributionIndex.select`` (what ``airrep select``
+    runs) over the same candidates and target examples with the same encoder."""
+    store, result = bench.store, bench.result
+    config = EvaluationConfig.preset(PRESET)
+    corpus, candidate_ids, target_ids = data_selection.selection_candidates(store, config)
+    candidates = [corpus.examples[i] for i in candidate_ids]
+    encoder = load_encoder(store, result.encoder_ref)
+    lexical = None
+    if encoder.lexical_weight > 0:
+        lexical = lexical_index(encoder.lexical_prompt_words)
+        lexical.fit(candidates)
+    index = AttributionIndex(
+        encoder,
+        encoder.encode_examples(candidates, precision=config.airrep_precision),
+        candidate_ids,
+        SearchConfig(precision=config.airrep_precision),
+        lexical=lexical,
+    )
+    shipped = index.select([corpus.examples[i] for i in target_ids], config.selection_size)
+    (evaluated,) = [
+        ref
+        for ref in store.list(data_selection.SELECTION_STAGE)
+        if ref.metadata["selection"] == "airrep"
+    ]
+    selected = pq.read_table(store.local_dir(evaluated) / "selected.parquet")
+    assert sorted(selected.column("example_id").to_pylist()) == sorted(
+        s.example_id for s in shipped
+    )
+
+
 def test_cli_rerun_recomputes_nothing(bench, monkeypatch):
     root, store = bench.root, bench.store
     before = all_artifacts(store)
@@ -137,8 +174,8 @@ def test_cli_rerun_recomputes_nothing(bench, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a cached step was recomputed")
 
-    monkeypatch.setattr(airrep_core.baselines.interface.Attributor, "fit", forbidden)
-    monkeypatch.setattr(airrep_core.finetune.SubsetFinetuner, "__init__", forbidden)
+    monkeypatch.setattr(airrep_core.methods.interface.Attributor, "fit", forbidden)
+    monkeypatch.setattr(airrep_core.lm.finetune.SubsetFinetuner, "__init__", forbidden)
     monkeypatch.setattr(tasks.encoder, "train_encoder", forbidden)
     monkeypatch.setattr(labels, "build_base_model", forbidden)
     outcome = CliRunner().invoke(bench_app, ["lds", "--preset", "tiny", "--root", root])
@@ -167,7 +204,7 @@ def test_classification_on_hh_rlhf_chosen_rejected_with_tfidf_is_sane(bench):
 def test_an_encoder_trained_on_an_evaluation_set_is_refused(bench):
     store = bench.store
     dolly = ground_truth.resolve_eval_dataset(store, "dolly")
-    corpus = labels.load_corpus(store, dolly)
+    corpus = load_corpus(store, dolly)
     with pytest.raises(ValueError, match=f"shares {len(corpus.examples)} example"):
         ground_truth.check_held_out(store, dolly.version, {"dolly": corpus})
 
@@ -184,11 +221,9 @@ def test_transfer_scores_airrep_against_another_base_lm(bench):
         selection_methods=(),
     )
     p3_train = store.get("datasets", result.encoder_ref.inputs[1])
-    transfer_base = labels.build_base(
-        store, labels.load_corpus(store, p3_train), config.transfer_base
-    )
+    transfer_base = labels.build_base(store, load_corpus(store, p3_train), config.transfer_base)
     assert transfer_base.metadata["model"] == "scratch-llama"
-    outcome = evaluation.evaluate(store, config, result.encoder_ref, result.base_ref, transfer_base)
+    outcome = evaluate(store, config, result.encoder_ref, result.base_ref, transfer_base)
     rows = outcome.tables.transfer
     assert [r["method"] for r in rows] == ["airrep", "tfidf", "grad_dot", NOISE_CEILING]
     assert {r["base"] for r in rows} == {"scratch-llama"}

@@ -13,11 +13,11 @@ import scipy.stats
 import typer
 from typer.testing import CliRunner
 
-from airrep_core.baselines.lexical import Bm25Attributor
 from airrep_core.config.baselines import Bm25Config
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.methods.airrep import AirRepAttributor
+from airrep_core.methods.lexical import Bm25Attributor
 from flows.cli_query import register
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset, latest_version, read_examples

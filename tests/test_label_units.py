@@ -19,17 +19,16 @@ from storage.artifacts import ArtifactStore
 from storage.datasets import DatasetVersion, import_dataset
 from storage.sample_data import sample_data_dir
 from storage.tables import read_table
+from tasks.corpus import load_corpus
 from tasks.labels import (
     LABELS_STAGE,
     LOSSES_FILE,
     UNIT_STAGE,
-    build_evaluation_splits,
     generate_ground_truth,
     generate_labels,
-    load_corpus,
     load_split_labels,
-    read_splits,
 )
+from tasks.splits import build_evaluation_splits, read_splits
 
 REPO = Path(__file__).resolve().parents[1]
 P3_FILE_STRIDE = 40  # 8 P3 templates of different tasks, ~1,600 examples

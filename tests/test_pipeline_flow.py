@@ -13,7 +13,7 @@ import pytest
 
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.pipeline import PipelineConfig
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
 from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset
 from storage.sample_data import SAMPLE_DATASETS
@@ -120,8 +120,7 @@ def run(root: str, config: PipelineConfig) -> dict:
 def check_queries_after_pipeline(store: ArtifactStore, result: dict) -> None:
     """The user's queries on what the pipeline built: attribute a Dolly test example against
     the pool, and select examples for a GSM8K target task (the Python API of the CLI)."""
-    from tasks.embedding_tasks import as_dataset_version
-    from tasks.embeddings import open_index
+    from tasks.embeddings import as_dataset_version, open_index
 
     index, view = open_index(store, result["encoder"].resolve(), as_dataset_version(result["pool"]))
     dolly_test = read_jsonl(SAMPLE_DATASETS["dolly"].paths()[0], 1, skip=3000)[0]
@@ -138,13 +137,19 @@ def check_queries_after_pipeline(store: ArtifactStore, result: dict) -> None:
     assert [s.order for s in selected] == sorted(s.order for s in selected)
 
 
-def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
-    prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
-) -> None:
+def store_with(tmp_path: Path, data_files: dict[str, Path]) -> tuple[str, ArtifactStore]:
+    """A fresh store under ``tmp_path`` holding every data file as a dataset of its name."""
     root = (tmp_path / "store").as_uri()
     store = ArtifactStore(root)
     for name, path in data_files.items():
         import_dataset(store, [path], name)
+    return root, store
+
+
+def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
+    prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
+) -> None:
+    root, store = store_with(tmp_path, data_files)
     config = small_config()
 
     first = run(root, config)
@@ -219,10 +224,7 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
 def test_cached_result_whose_artifact_was_deleted_is_recomputed(
     prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
 ) -> None:
-    root = (tmp_path / "store").as_uri()
-    store = ArtifactStore(root)
-    for name, path in data_files.items():
-        import_dataset(store, [path], name)
+    root, store = store_with(tmp_path, data_files)
     config = small_config()
     first = run(root, config)
     store.delete(first["embeddings"].resolve())

@@ -16,6 +16,7 @@ from storage.artifacts import ArtifactStore
 from storage.datasets import import_dataset
 from storage.sample_data import sample_data_dir
 from tasks import labels
+from tasks.corpus import load_corpus
 from tasks.encoder import HISTORY_FILE, load_encoder, train_encoder_artifact
 from tasks.teacher import (
     FUSED,
@@ -55,8 +56,10 @@ def test_teacher_reads_only_the_label_corpus_minus_the_held_out_splits(labelled,
     store, corpus_ref, labels_ref, base_ref = refs(labelled)
     dolly = labelled[2]
     read = []
-    original = labels.load_corpus
-    monkeypatch.setattr(labels, "load_corpus", lambda s, d: read.append(d.key) or original(s, d))
+    original = load_corpus
+    monkeypatch.setattr(
+        teacher_stage, "load_corpus", lambda s, d: read.append(d.key) or original(s, d)
+    )
     ref = build_teacher(store, corpus_ref, labels_ref, base_ref, TEACHER, validation_splits=1)
     # Every dataset the stage read is the label corpus: never an evaluation set.
     assert read and set(read) == {corpus_ref.key}
@@ -80,7 +83,7 @@ def test_teacher_is_cached_and_resumes_after_the_finished_methods(labelled, monk
     store, corpus_ref, labels_ref, base_ref = refs(labelled)
     config = TEACHER.replace(seed=7)  # a fresh artifact
     built: list[str] = []
-    original = teacher_stage.build_attributor
+    original = teacher_stage.build_method
 
     def failing_on_logra(method, *args, **kwargs):
         built.append(method)
@@ -88,7 +91,7 @@ def test_teacher_is_cached_and_resumes_after_the_finished_methods(labelled, monk
             raise RuntimeError("killed while scoring logra")
         return original(method, *args, **kwargs)
 
-    monkeypatch.setattr(teacher_stage, "build_attributor", failing_on_logra)
+    monkeypatch.setattr(teacher_stage, "build_method", failing_on_logra)
     with pytest.raises(RuntimeError, match="killed"):
         build_teacher(store, corpus_ref, labels_ref, base_ref, config, validation_splits=1)
     assert built == ["bm25", "logra"]
@@ -101,7 +104,7 @@ def test_teacher_is_cached_and_resumes_after_the_finished_methods(labelled, monk
     built.clear()
     monkeypatch.setattr(
         teacher_stage,
-        "build_attributor",
+        "build_method",
         lambda m, *a, **k: built.append(m) or original(m, *a, **k),
     )
     ref = build_teacher(store, corpus_ref, labels_ref, base_ref, config, validation_splits=1)

@@ -14,8 +14,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from airrep_core.config.base import StageConfig, help_field, require
-from airrep_core.config.encoder import POOLINGS, PRECISIONS
+from airrep_core.config.base import PRECISIONS, StageConfig, help_field, require
+from airrep_core.config.encoder import POOLINGS
 
 EMBEDDING_DTYPES = ("float32", "float16")
 INDEX_KINDS = ("exact", "ivf")
@@ -28,8 +28,8 @@ class EmbeddingConfig(StageConfig):
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         # Unit tests: small parts so that a few hundred rows make several of them.
         "tiny": {"part_rows": 64, "batch_size": 32, "precision": "float32"},
-        # The CPU benchmark: "auto" = float32 on CPU (bf16 autocast is ~9x slower on a CPU without
-        # AMX, as the AVX2-only machines here are; see benchmarks/encoder_throughput.py), bf16 on GPU.
+        # The CPU benchmark: "auto" = float32 on CPU, bf16 on GPU (bf16 on a CPU is fast only with
+        # AMX/AVX512-BF16: airrep_core/runtime.py measures this machine at run time).
         "mini": {"part_rows": 2048, "batch_size": 64, "precision": "auto"},
         # GPU scale: big parts (few files on S3), bf16 on CUDA.
         "paper": {"part_rows": 65536, "batch_size": 512, "precision": "auto"},
@@ -51,11 +51,6 @@ class EmbeddingConfig(StageConfig):
         require(self.dtype in EMBEDDING_DTYPES, self, "dtype", self.dtype, str(EMBEDDING_DTYPES))
         require(self.part_rows >= 1, self, "part_rows", self.part_rows, ">= 1")
         require(self.batch_size >= 1, self, "batch_size", self.batch_size, ">= 1")
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
-
-    def store_key_config(self) -> dict[str, str]:
-        """The fields that change the stored numbers (content-key config of parts and views)."""
-        return {"dtype": self.dtype, "precision": self.precision}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,4 +87,3 @@ class SearchConfig(StageConfig):
         require(self.nprobe >= 1, self, "nprobe", self.nprobe, ">= 1")
         require(self.pooling in POOLINGS, self, "pooling", self.pooling, str(POOLINGS))
         require(self.batch_size >= 1, self, "batch_size", self.batch_size, ">= 1")
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))

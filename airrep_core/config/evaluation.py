@@ -23,24 +23,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from airrep_core.config.base import PRESET_NAMES, StageConfig, help_field, require
+from airrep_core.config.base import PRECISIONS, PRESET_NAMES, StageConfig, help_field, require
 from airrep_core.config.labels import BaseModelConfig, EvaluationSamplingConfig, FinetuneConfig
-from airrep_core.errors import ConfigError
+from airrep_core.methods.registry import ALL_METHODS
 
-AIRREP_METHODS = ("airrep", "airrep_mean")
-"""AirRep with attention pooling and its mean-pooling ablation."""
-BASELINE_METHODS = ("encoder", "tfidf", "bm25", "rds", "grad_dot", "logra", "trak")
-"""The baselines of ``airrep_core.baselines`` (same names)."""
-ALL_METHODS = AIRREP_METHODS + BASELINE_METHODS
 CLASSIFICATION_TASKS = ("hh_chosen_rejected", "source", "p3_task")
 """Top-1 same-class tests: HH-RLHF chosen vs rejected, source dataset of a mixed pool, P3 task."""
-ENCODER_PRECISIONS = ("float32", "bf16", "auto")
-
-_NESTED: dict[str, type[StageConfig]] = {
-    "sampling": EvaluationSamplingConfig,
-    "finetune": FinetuneConfig,
-    "transfer_base": BaseModelConfig,
-}
 
 
 def _methods(config: StageConfig, name: str) -> None:
@@ -82,7 +70,7 @@ class EvaluationConfig(StageConfig):
         "mini", f"settings preset of the baselines (airrep_core.config.baselines), {PRESET_NAMES}"
     )
     airrep_batch_size: int = help_field(64, "AirRep encoder batch size")
-    airrep_precision: str = help_field("float32", f"AirRep encoding, one of {ENCODER_PRECISIONS}")
+    airrep_precision: str = help_field("float32", f"AirRep encoding, one of {PRECISIONS}")
     classification_tasks: tuple[str, ...] = help_field(
         CLASSIFICATION_TASKS, f"classification tests, from {CLASSIFICATION_TASKS}"
     )
@@ -178,9 +166,6 @@ class EvaluationConfig(StageConfig):
             self.eval_sets,
             "a non-empty tuple of distinct names",
         )
-        for name, cls in _NESTED.items():
-            value = getattr(self, name)
-            require(isinstance(value, cls), self, name, value, f"a {cls.__name__}")
         for name in ("methods", "classification_methods", "selection_methods", "transfer_methods"):
             _methods(self, name)
         require(len(self.methods) > 0, self, "methods", self.methods, "at least one method")
@@ -197,20 +182,6 @@ class EvaluationConfig(StageConfig):
             "noise_seed",
             self.noise_seed,
             f"a seed other than finetune.seed ({self.finetune.seed})",
-        )
-        require(
-            self.baseline_preset in PRESET_NAMES,
-            self,
-            "baseline_preset",
-            self.baseline_preset,
-            str(PRESET_NAMES),
-        )
-        require(
-            self.airrep_precision in ENCODER_PRECISIONS,
-            self,
-            "airrep_precision",
-            self.airrep_precision,
-            str(ENCODER_PRECISIONS),
         )
         require(
             set(self.classification_tasks) <= set(CLASSIFICATION_TASKS),
@@ -244,43 +215,6 @@ class EvaluationConfig(StageConfig):
                 self.selection_size,
                 "fewer than the candidate pool (sets x selection_pool_per_set)",
             )
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> EvaluationConfig:
-        """Preset ``name``; ``finetune`` defaults to ``FinetuneConfig.preset(name)`` and the
-        nested parts take dicts of field overrides (on top of that preset's values)."""
-        if name not in cls.PRESETS:
-            raise ConfigError(f"{cls.__name__}: unknown preset {name!r}; allowed: {PRESET_NAMES}")
-        values: dict[str, Any] = dict(cls.PRESETS[name])
-        for part, part_cls in _NESTED.items():
-            preset_part = dict(values.get(part, {}))
-            override = overrides.get(part, {})
-            if isinstance(override, part_cls):
-                values[part] = override
-                continue
-            base = part_cls.preset(name).to_dict()
-            values[part] = part_cls.from_dict({**base, **preset_part, **dict(override)})
-        rest = {k: v for k, v in overrides.items() if k not in _NESTED}
-        return cls.from_dict({**values, **rest})
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> EvaluationConfig:
-        """Build from a JSON-like dict (nested parts as dicts; lists become tuples)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}"
-            )
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            part_cls = _NESTED.get(name)
-            if part_cls is not None and not isinstance(value, part_cls):
-                value = part_cls.from_dict(value)
-            elif isinstance(value, list):
-                value = tuple(value)
-            converted[name] = value
-        return cls(**converted)
 
     def method_list(self, names: typing.Iterable[str]) -> tuple[str, ...]:
         """``names`` in the canonical order of ``ALL_METHODS`` (tables list methods that way)."""

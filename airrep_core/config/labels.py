@@ -14,13 +14,17 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from airrep_core.config.base import PRESET_NAMES, StageConfig, help_field, require
-from airrep_core.errors import ConfigError
+from airrep_core.config.base import (
+    DEVICES,
+    PRECISIONS,
+    PRESET_NAMES,
+    StageConfig,
+    help_field,
+    require,
+)
 
 SCRATCH_MODEL = "scratch"
 SCRATCH_ARCHITECTURES = ("qwen2", "llama")
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
 FINETUNE_METHODS = ("full", "lora")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIN_HEAD_SIZE = 32  # vLLM's smallest supported attention head size
@@ -180,7 +184,7 @@ class BaseModelConfig(StageConfig):
             "eval_every": 4,
         },
         # NOTE: precision stays "auto" (float32 on CPU). bf16 autocast pays off only on CPUs with
-        # AMX/AVX512-BF16 (DESIGN.md §6's machine); on AVX2-only CPUs it is ~5x slower than fp32.
+        # AMX/AVX512-BF16 (DESIGN.md §6's machine): airrep_core/runtime.py measures it at run time.
         # Warm-up budget 300 steps (DESIGN.md §6: 780), ~16 min in float32 on 2 AVX2 cores.
         "mini": {"max_steps": 300, "n_heldout_examples": 200},
         "paper": {"model": "Qwen/Qwen2.5-0.5B", "corpus_share": 0.0},
@@ -206,8 +210,6 @@ class BaseModelConfig(StageConfig):
             self.architecture,
             str(SCRATCH_ARCHITECTURES),
         )
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
-        require(self.device in DEVICES, self, "device", self.device, str(DEVICES))
         require(
             isinstance(self.corpus_share, (int, float)) and 0.0 <= self.corpus_share < 1.0,
             self,
@@ -290,7 +292,7 @@ class FinetuneConfig(StageConfig):
         0.0, "fraction of the steps with a linear learning-rate warm-up"
     )
     max_grad_norm: float = help_field(1.0, "gradient-norm clip (0 = none)")
-    max_length: int = help_field(192, "tokens per example (prompt cut from the left, lm_data)")
+    max_length: int = help_field(192, "tokens per example (prompt cut from the left, lm.data)")
     seed: int = help_field(0, "seed of the batch order; the same for every subset")
     precision: str = help_field(
         "auto",
@@ -346,15 +348,6 @@ class FinetuneConfig(StageConfig):
         require(
             isinstance(self.seed, int) and self.seed >= 0, self, "seed", self.seed, "an int >= 0"
         )
-        require(self.precision in PRECISIONS, self, "precision", self.precision, str(PRECISIONS))
-        require(
-            self.eval_precision in PRECISIONS,
-            self,
-            "eval_precision",
-            self.eval_precision,
-            str(PRECISIONS),
-        )
-        require(self.device in DEVICES, self, "device", self.device, str(DEVICES))
         require(self.lora_alpha > 0, self, "lora_alpha", self.lora_alpha, "> 0")
         require(0 <= self.lora_dropout < 1, self, "lora_dropout", self.lora_dropout, "[0, 1)")
         require(
@@ -364,13 +357,6 @@ class FinetuneConfig(StageConfig):
             self.lora_target_modules,
             "at least one module name",
         )
-
-
-_PARTS: dict[str, type[StageConfig]] = {
-    "sampling": SamplingConfig,
-    "base": BaseModelConfig,
-    "finetune": FinetuneConfig,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,34 +373,5 @@ class LabelsConfig(StageConfig):
         default_factory=FinetuneConfig, metadata={"help": "fine-tuning and loss evaluation"}
     )
 
-    def validate(self) -> None:
-        for name, cls in _PARTS.items():
-            value = getattr(self, name)
-            require(isinstance(value, cls), self, name, value, f"a {cls.__name__}")
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> LabelsConfig:
-        """Every part at preset ``name``; ``overrides`` maps a part name to a dict of field values."""
-        if name not in PRESET_NAMES:
-            raise ConfigError(
-                f"LabelsConfig: unknown preset {name!r}; allowed: {list(PRESET_NAMES)}"
-            )
-        unknown = sorted(set(overrides) - set(_PARTS))
-        if unknown:
-            raise ConfigError(f"LabelsConfig: unknown part(s) {unknown}; allowed: {sorted(_PARTS)}")
-        parts = {part: _PARTS[part].preset(name, **overrides.get(part, {})) for part in _PARTS}
-        return cls(**parts)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> LabelsConfig:
-        """Build from ``{"sampling": {...}, "base": {...}, "finetune": {...}}`` (missing = defaults)."""
-        unknown = sorted(set(values) - set(_PARTS))
-        if unknown:
-            raise ConfigError(
-                f"LabelsConfig: unknown field(s) {unknown}; allowed: {sorted(_PARTS)}"
-            )
-        parts = {}
-        for part, part_cls in _PARTS.items():
-            value = values.get(part, {})
-            parts[part] = value if isinstance(value, part_cls) else part_cls.from_dict(value)
-        return cls(**parts)
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {name: {} for name in PRESET_NAMES}
+    """Every part at its own preset of the same name."""

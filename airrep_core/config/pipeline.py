@@ -6,13 +6,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from airrep_core.config.base import PRESET_NAMES, StageConfig, help_field, require
+from airrep_core.config.base import StageConfig, help_field, require
 from airrep_core.config.embedding import EmbeddingConfig
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.teacher import TeacherConfig
-from airrep_core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,46 +39,8 @@ class EncoderStageConfig(StageConfig):
 
     def validate(self) -> None:
         require(
-            isinstance(self.train, EncoderTrainConfig),
-            self,
-            "train",
-            self.train,
-            "EncoderTrainConfig",
-        )
-        require(
-            isinstance(self.teacher, TeacherConfig), self, "teacher", self.teacher, "TeacherConfig"
-        )
-        require(
             self.validation_splits >= 0, self, "validation_splits", self.validation_splits, ">= 0"
         )
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> EncoderStageConfig:
-        """The trainer's preset ``name`` and this stage's preset values."""
-        if name not in PRESET_NAMES:
-            raise ConfigError(
-                f"{cls.__name__}: unknown preset {name!r}; allowed: {list(PRESET_NAMES)}"
-            )
-        values = {**cls.PRESETS[name], **overrides}
-        train = values.pop("train", {})
-        if isinstance(train, Mapping):
-            train = EncoderTrainConfig.preset(name, **train)
-        teacher = values.pop("teacher", {})
-        if isinstance(teacher, Mapping):
-            teacher = TeacherConfig.preset(name, **teacher)
-        return cls(train=train, teacher=teacher, **values)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> EncoderStageConfig:
-        """Build from ``{"train": {...}, "teacher": {...}, "validation_splits": N}``."""
-        values = dict(values)
-        train = values.pop("train", {})
-        if not isinstance(train, EncoderTrainConfig):
-            train = EncoderTrainConfig.from_dict(train)
-        teacher = values.pop("teacher", {})
-        if not isinstance(teacher, TeacherConfig):
-            teacher = TeacherConfig.from_dict(teacher)
-        return cls(train=train, teacher=teacher, **values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,43 +78,6 @@ class PipelineConfig(StageConfig):
     }
 
     def validate(self) -> None:
-        for name, cls in _PIPELINE_PARTS.items():
-            value = getattr(self, name)
-            require(isinstance(value, cls), self, name, value, f"a {cls.__name__}")
         require(self.pool_rows >= 0, self, "pool_rows", self.pool_rows, ">= 0 (0 = all)")
         for name in ("corpus", "pool", "query_dataset"):
             require(bool(getattr(self, name)), self, name, getattr(self, name), "a dataset name")
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> PipelineConfig:
-        """Every stage at preset ``name``; ``overrides`` set top-level fields or whole parts."""
-        if name not in PRESET_NAMES:
-            raise ConfigError(
-                f"{cls.__name__}: unknown preset {name!r}; allowed: {list(PRESET_NAMES)}"
-            )
-        parts = {part: part_cls.preset(name) for part, part_cls in _PIPELINE_PARTS.items()}
-        return cls.from_dict({**parts, **cls.PRESETS[name], **overrides})
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> PipelineConfig:
-        """Build from a JSON-like dict (parts as dicts or config objects; missing = defaults)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}"
-            )
-        converted = dict(values)
-        for part, part_cls in _PIPELINE_PARTS.items():
-            value = converted.get(part)
-            if isinstance(value, Mapping):
-                converted[part] = part_cls.from_dict(value)
-        return cls(**converted)
-
-
-_PIPELINE_PARTS: dict[str, type[StageConfig]] = {
-    "labels": LabelsConfig,
-    "encoder": EncoderStageConfig,
-    "embedding": EmbeddingConfig,
-    "evaluation": EvaluationConfig,
-}

@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from airrep_core.config.base import PRESET_NAMES, StageConfig, help_field, require
-
-TEACHER_METHODS = ("bm25", "tfidf", "logra", "trak", "grad_dot")
-"""Baselines that can teach: word overlap, or the gradient influence of the base LM θ₀."""
+from airrep_core.methods.registry import TEACHER_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +57,6 @@ class TeacherConfig(StageConfig):
         )
         require(self.n_targets >= 1, self, "n_targets", self.n_targets, ">= 1")
         require(self.n_candidates >= 2, self, "n_candidates", self.n_candidates, ">= 2")
-        require(
-            self.baseline_preset in PRESET_NAMES,
-            self,
-            "baseline_preset",
-            self.baseline_preset,
-            str(PRESET_NAMES),
-        )
 
     def method_weights(self) -> dict[str, float]:
         """``{method: weight}`` (1 for every method when ``weights`` is empty)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
 
 P3_HELDOUT_SHARE = 0.1
 """Share of P3 templates held out from AirRep's training corpus for the P3 evaluation set."""

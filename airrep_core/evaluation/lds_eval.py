@@ -23,19 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from airrep_core.baselines.interface import SUM_RULE, Attributor
-from airrep_core.examples import Example
-from airrep_core.metrics import per_target_spearman
-
-GROUP_RULES = {
-    "airrep": "attention pooling: Σ softmax(abs s)·s",
-    "airrep_mean": "mean of per-example scores",
-}
-
-
-def group_rule(method: str) -> str:
-    """How ``method`` turns per-example scores into a subset score (for the report)."""
-    return GROUP_RULES.get(method, SUM_RULE)
+from airrep_core.data.examples import Example
+from airrep_core.evaluation.metrics import per_target_spearman
+from airrep_core.methods.interface import Attributor
 
 
 def subset_indices(pool_ids: Sequence[str], subsets: Sequence[Sequence[str]]) -> list[np.ndarray]:

@@ -2,33 +2,34 @@
 target task, fine-tune the base LM on them, and compare the target task's loss with N random
 candidates.
 
-A candidate's selection score is its mean per-example score over the target task's examples
-(the task's "query set"): ``score(z) = mean_x s(x, z)``. The fine-tune and the loss are the label
-generation's (``airrep_core.finetune.SubsetFinetuner``), so the comparison is exactly "which
-subset helps the target more" in the LDS protocol's own terms.
+The evaluated selection is the one ``airrep select`` ships (``AttributionIndex.select``): each
+target example ranks the candidates by s(x, z), and candidates are taken round-robin over the
+targets' rankings (``search.round_robin_from_scores``, the paper's rule). The fine-tune and the
+loss are the label generation's (``airrep_core.lm.finetune.SubsetFinetuner``), so the comparison is
+exactly "which subset helps the target more" in the LDS protocol's own terms.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from airrep_core.attribution.search import round_robin_from_scores
 
-def select_top_n(scores: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` candidates with the highest mean score over the queries.
+
+def shipped_selection(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` candidates that ``airrep select`` would ship for these scores.
 
     Args:
         scores: ``(n_query, n_candidates)`` per-example scores, higher = more helpful.
         n: how many to select (1 <= n <= n_candidates).
     Returns:
-        ``(n,)`` int64 indices, sorted ascending; ties go to the lower index.
+        ``(n,)`` int64 indices, sorted ascending.
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be (n_query, n_candidates), got shape {scores.shape}")
     _check_n(n, scores.shape[1])
-    mean = scores.mean(axis=0)
-    order = np.lexsort((np.arange(len(mean)), -mean))
-    return np.sort(order[:n]).astype(np.int64)
+    return np.sort(round_robin_from_scores(scores, n).indices).astype(np.int64)
 
 
 def random_selection(n_candidates: int, n: int, seed: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """A tiny real target LM and real P3 examples for the baseline tests (owned by the baseline tests).
 
-The tokenizer is the project's byte-level BPE (``lm_tokenizer.train_bpe_tokenizer``) trained on a
+The tokenizer is the project's byte-level BPE (``airrep_core.lm.tokenizer.train_bpe_tokenizer``) trained on a
 few hundred real P3 examples (``$AIRREP_DATA_DIR/flan_p3``); the model is a 2-layer, 128-wide
 ``Qwen2ForCausalLM`` (4 heads, 2 KV heads, q/k/v biases, tied embeddings) from a seeded config,
 trained 30 AdamW steps on those examples so that its gradients are not those of a random model.
@@ -17,19 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from lm_fixtures import tiny_qwen2
 from p3_fixtures import TEMPLATES, p3_examples
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    Qwen2Config,
-    Qwen2ForCausalLM,
 )
 
-from airrep_core.examples import Example
-from airrep_core.lm_data import collate, tokenize_example
-from airrep_core.lm_tokenizer import train_bpe_tokenizer
+from airrep_core.data.examples import Example
+from airrep_core.lm.data import collate, tokenize_example
+from airrep_core.lm.tokenizer import train_bpe_tokenizer
 
 SEED = 0
 PER_TEMPLATE = 50
@@ -52,20 +51,7 @@ def build_tiny_target_lm(directory: Path) -> Path:
     """Train the tokenizer and the 2-layer Qwen2 on the first 40 rows of each task; save them."""
     corpus = [e for i, e in enumerate(p3_examples(PER_TEMPLATE)) if i % PER_TEMPLATE < 40]
     tokenizer = train_bpe_tokenizer((f"{e.prompt} {e.response}" for e in corpus), vocab_size=1024)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(SEED)
-    model = Qwen2ForCausalLM(config)
+    model = tiny_qwen2(tokenizer, SEED)
     tokenized = [tokenize_example(tokenizer, e.prompt, e.response, 64) for e in corpus]
     generator = torch.Generator().manual_seed(SEED)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -22,9 +22,9 @@ from p3_fixtures import p3_examples
 from transformers import AutoTokenizer, BertConfig, BertModel, PreTrainedTokenizerBase
 
 from airrep_core.config.encoder import DEFAULT_ENCODER
-from airrep_core.encoder import AirRepEncoder, resolve_backbone
-from airrep_core.examples import Example
-from airrep_core.labels import SplitLabels
+from airrep_core.data.examples import Example
+from airrep_core.data.labels import SplitLabels
+from airrep_core.encoder.model import AirRepEncoder, resolve_backbone
 
 WORD = re.compile(r"[a-z0-9]+")
 PER_TEMPLATE = 60

@@ -25,7 +25,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from airrep_core.lm_data import collate, tokenize_example
+from airrep_core.config.baselines import BLOCK_LINEAR_SUFFIXES
+from airrep_core.data.examples import Example
+from airrep_core.lm.data import collate, tokenize_example
 
 REPO = Path(__file__).resolve().parents[2]
 EOS_TOKEN = "<|endoftext|>"
@@ -87,6 +89,14 @@ def read_p3_pairs(start: int, stop: int) -> list[tuple[str, str]]:
                     row = json.loads(line)
                     pairs.append((row["prompt"], row["completion"].removesuffix("<|endoftext|>")))
     return pairs
+
+
+def p3_example_records(start: int, stop: int) -> list[Example]:
+    """``read_p3_pairs(start, stop)`` as ``Example`` records ``p3-0000``, ... of ``flan_p3``."""
+    return [
+        Example(f"p3-{i:04d}", prompt, response, "flan_p3")
+        for i, (prompt, response) in enumerate(read_p3_pairs(start, stop))
+    ]
 
 
 def train_tokenizer(
@@ -172,15 +182,7 @@ def build_tiny_lm(root: Path) -> TinyLM:
         r=lora_rank,
         lora_alpha=16,
         lora_dropout=0.0,
-        target_modules=[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ],
+        target_modules=list(BLOCK_LINEAR_SUFFIXES),
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(SEED)

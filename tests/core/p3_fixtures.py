@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from functools import cache
 
-from airrep_core.examples import Example
+from airrep_core.data.examples import Example
 from storage.sample_data import sample_data_dir
 
 END_OF_TEXT = "<|endoftext|>"

@@ -7,22 +7,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from lm_fixtures import read_p3_pairs
+from lm_fixtures import p3_example_records, read_p3_pairs
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from airrep_core.base_model import (
+from airrep_core.config.labels import BaseModelConfig
+from airrep_core.data.examples import Example
+from airrep_core.data.sampling import partition_corpus
+from airrep_core.errors import ConfigError
+from airrep_core.lm.base_model import (
     BaseModelReport,
     build_base_model,
     init_scratch_model,
     select_warmup_examples,
 )
-from airrep_core.config.labels import BaseModelConfig
-from airrep_core.errors import ConfigError
-from airrep_core.examples import Example
-from airrep_core.lm_tokenizer import EOS_TOKEN, train_bpe_tokenizer
-from airrep_core.sampling import partition_corpus
-from airrep_core.warmup import block_loss, pack_blocks, warm_up, warmup_text
+from airrep_core.lm.tokenizer import EOS_TOKEN, train_bpe_tokenizer
+from airrep_core.lm.warmup import block_loss, pack_blocks, warm_up, warmup_text
 
 CONFIG = BaseModelConfig.preset("tiny")
 CPU = torch.device("cpu")
@@ -33,10 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def corpus() -> list[Example]:
-    return [
-        Example(f"p3-{i:04d}", prompt, response, "flan_p3")
-        for i, (prompt, response) in enumerate(read_p3_pairs(0, 16))
-    ]
+    return p3_example_records(0, 16)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +60,7 @@ def test_scratch_model_is_a_normal_hf_directory_and_warm_up_lowers_heldout_loss(
     # The saved weights are the reported best checkpoint: reloaded, they give its held-out loss.
     _, heldout = select_warmup_examples(corpus, CONFIG)
     blocks = pack_blocks(tokenizer, [warmup_text(e) for e in heldout], CONFIG.block_size)
-    reloaded_loss = block_loss(model, blocks, CONFIG.batch_size, CPU, "fp32")
+    reloaded_loss = block_loss(model, blocks, CONFIG.batch_size, CPU, "float32")
     assert reloaded_loss == pytest.approx(report.heldout_loss_after, abs=1e-4)
 
 

@@ -12,23 +12,21 @@ from baseline_fixtures import (
     train_and_query_examples,
 )
 
-from airrep_core.baselines import (
-    GradDotAttributor,
-    LograAttributor,
-    RdsAttributor,
-    TrakAttributor,
-)
-from airrep_core.baselines.gradients import (
+from airrep_core.config.baselines import GradDotConfig, LograConfig, RdsConfig, TrakConfig
+from airrep_core.lm.data import collate, tokenize_example
+from airrep_core.methods import GradientAttributor, RdsAttributor
+from airrep_core.methods.gradient_features import (
     GradientFeaturizer,
     KroneckerProjection,
     TrackedLayer,
     projection_matrix,
     response_losses,
 )
-from airrep_core.baselines.logra import KfacFactor, KroneckerCovariance
-from airrep_core.baselines.trak import ridge_preconditioned
-from airrep_core.config.baselines import GradDotConfig, LograConfig, RdsConfig, TrakConfig
-from airrep_core.lm_data import collate, tokenize_example
+from airrep_core.methods.preconditioners import (
+    KfacFactor,
+    KroneckerCovariance,
+    ridge_preconditioned,
+)
 
 EXACT = {"projection_in": 0, "projection_out": 0}
 
@@ -106,14 +104,18 @@ def test_batched_featurisation_equals_one_at_a_time(baseline_lm, data):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
 
 
+def exact_and_projected(lm) -> tuple[GradientFeaturizer, GradientFeaturizer]:
+    """Featurizers of the exact gradients and of the tiny preset's projected ones."""
+    exact = GradDotConfig.preset("tiny", **EXACT)
+    return (
+        GradientFeaturizer(lm.model, lm.tokenizer, exact),
+        GradientFeaturizer(lm.model, lm.tokenizer, GradDotConfig.preset("tiny")),
+    )
+
+
 def test_projected_features_are_the_projection_of_exact_gradients(baseline_lm, data):
     train, _ = data
-    exact = GradientFeaturizer(
-        baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny", **EXACT)
-    )
-    projected = GradientFeaturizer(
-        baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny")
-    )
+    exact, projected = exact_and_projected(baseline_lm)
     exact_layers = exact.split_layers(exact.features(train[:3]))
     projected_layers = projected.split_layers(projected.features(train[:3]))
     for name, gradients in exact_layers.items():
@@ -130,12 +132,7 @@ def test_projected_features_are_the_projection_of_exact_gradients(baseline_lm, d
 
 def test_identity_projection_is_exact(baseline_lm, data):
     train, _ = data
-    exact = GradientFeaturizer(
-        baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny", **EXACT)
-    )
-    identity = GradientFeaturizer(
-        baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny")
-    )
+    exact, identity = exact_and_projected(baseline_lm)
     for layer in identity.layers:
         identity.projection.input_matrices[layer.name] = torch.eye(layer.d_in)
         identity.projection.output_matrices[layer.name] = torch.eye(layer.d_out)
@@ -250,7 +247,7 @@ def test_grad_dot_sign_and_size_match_an_sgd_step(baseline_lm, data):
     # A step θ ← θ - η ∇ℓ(z) on the tracked layers changes ℓ(x) by ≈ -η score(x, z).
     train, queries = data
     model = baseline_lm.model
-    attributor = GradDotAttributor(
+    attributor = GradientAttributor(
         model, baseline_lm.tokenizer, GradDotConfig.preset("tiny", **EXACT)
     )
     attributor.fit(train[:6])
@@ -286,13 +283,13 @@ def test_model_attributors_shape_determinism_and_self_scores(baseline_lm, data, 
         "rds": lambda: RdsAttributor(
             baseline_lm.model, baseline_lm.tokenizer, RdsConfig.preset("tiny")
         ),
-        "grad_dot": lambda: GradDotAttributor(
+        "grad_dot": lambda: GradientAttributor(
             baseline_lm.model, baseline_lm.tokenizer, GradDotConfig.preset("tiny")
         ),
-        "logra": lambda: LograAttributor(
+        "logra": lambda: GradientAttributor(
             baseline_lm.model, baseline_lm.tokenizer, LograConfig.preset("tiny")
         ),
-        "trak": lambda: TrakAttributor(
+        "trak": lambda: GradientAttributor(
             baseline_lm.model, baseline_lm.tokenizer, TrakConfig.preset("tiny")
         ),
     }
@@ -319,3 +316,39 @@ def test_model_attributors_shape_determinism_and_self_scores(baseline_lm, data, 
         assert list(np.argmax(scores[len(queries) :], axis=1)) == [0, 1, 2]
     expected_storage = 128 if method == "rds" else attributor.featurizer.feature_dim
     assert attributor.storage_floats_per_example == expected_storage
+
+
+def test_gradient_attributor_strategies_equal_grad_dot_trak_and_logra_formulas(baseline_lm, data):
+    """One attributor, three preconditioners: identity == φ(x)ᵀφ(z); ridge == the explicit
+    (ΦᵀΦ + λI)^{-1} with λ = 0.1·trace(ΦᵀΦ)/k; K-FAC == the explicit per-layer (S ⊗ A + λI)^{-1}
+    with λ = 0.1·mean eigenvalue (the formulas of the former Grad-Dot, TRAK and LoGra classes)."""
+    train, queries = data
+    model, tokenizer = baseline_lm.model, baseline_lm.tokenizer
+    featurizer = GradientFeaturizer(model, tokenizer, GradDotConfig.preset("tiny"))
+    covariance = KroneckerCovariance()
+    phi = featurizer.features(train, on_batch=covariance.update)
+    phi_q = featurizer.features(queries)
+    scores = {}
+    for config in (GradDotConfig, TrakConfig, LograConfig):
+        attributor = GradientAttributor(model, tokenizer, config.preset("tiny"))
+        attributor.fit(train)
+        scores[attributor.name] = attributor.score(queries)
+    np.testing.assert_array_equal(scores["grad_dot"], phi_q @ phi.T)
+
+    phi64, k = phi.astype(np.float64), phi.shape[1]
+    damping = 0.1 * (phi64**2).sum() / k
+    trak = phi_q.astype(np.float64) @ np.linalg.inv(phi64.T @ phi64 + damping * np.eye(k))
+    np.testing.assert_allclose(scores["trak"], trak @ phi64.T, rtol=1e-3, atol=1e-4)
+
+    logra = np.zeros((len(queries), len(train)))
+    train_layers = featurizer.split_layers(phi)
+    for name, grads in featurizer.split_layers(phi_q).items():
+        a = (covariance.activation[name] / covariance.num_tokens).numpy()
+        s = (covariance.gradient[name] / covariance.num_tokens).numpy()
+        layer_damping = 0.1 * np.trace(s) * np.trace(a) / (len(s) * len(a))
+        fisher = np.kron(s, a) + layer_damping * np.eye(len(s) * len(a))
+        flat_q = grads.reshape(len(queries), -1).astype(np.float64)
+        flat_t = train_layers[name].reshape(len(train), -1).astype(np.float64)
+        logra += np.linalg.solve(fisher, flat_q.T).T @ flat_t.T
+    scale = np.abs(logra).max()
+    np.testing.assert_allclose(scores["logra"], logra, rtol=1e-3, atol=1e-4 * scale)

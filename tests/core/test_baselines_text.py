@@ -9,15 +9,6 @@ from baseline_fixtures import train_and_query_examples
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
-from airrep_core.baselines import (
-    BASELINE_CONFIGS,
-    METHODS,
-    Bm25Attributor,
-    NotFittedError,
-    TfidfAttributor,
-    build_attributor,
-)
-from airrep_core.baselines.interface import sum_group_scores
 from airrep_core.config.base import PRESET_NAMES
 from airrep_core.config.baselines import (
     Bm25Config,
@@ -25,8 +16,18 @@ from airrep_core.config.baselines import (
     LograConfig,
     TfidfConfig,
 )
+from airrep_core.data.examples import encoder_text
 from airrep_core.errors import ConfigError
-from airrep_core.examples import encoder_text
+from airrep_core.methods import (
+    ALL_METHODS,
+    BASELINE_CONFIGS,
+    Bm25Attributor,
+    NotFittedError,
+    TfidfAttributor,
+    build_method,
+    method_spec,
+)
+from airrep_core.methods.interface import sum_group_scores
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +119,8 @@ def test_lexical_scores_are_deterministic_and_order_equivariant(data):
     np.testing.assert_allclose(reversed_scores[::-1], first.score(queries), rtol=1e-6)
 
 
-def test_every_method_has_one_config_class():
-    assert set(BASELINE_CONFIGS) == set(METHODS)
+def test_every_baseline_has_one_config_class():
+    assert set(BASELINE_CONFIGS) == {m for m in ALL_METHODS if method_spec(m).needs != "encoder"}
 
 
 @pytest.mark.parametrize("config_class", BASELINE_CONFIGS.values(), ids=BASELINE_CONFIGS.keys())
@@ -144,17 +145,21 @@ def test_paper_logra_dimension_is_the_papers_18432_at_qwen25_05b():
     assert 24 * len(config.module_suffixes) * config.projection_in * config.projection_out == 18_432
 
 
-def test_build_attributor_rejects_unknown_methods_and_missing_models():
-    assert set(METHODS) == {"tfidf", "bm25", "encoder", "rds", "grad_dot", "logra", "trak"}
+def test_build_method_rejects_unknown_methods_and_missing_inputs():
+    assert ALL_METHODS == (
+        "airrep", "airrep_mean", "encoder", "tfidf", "bm25", "rds", "grad_dot", "logra", "trak"
+    )  # fmt: skip
     with pytest.raises(ValueError, match="unknown"):
-        build_attributor("influence")
+        build_method("influence")
     with pytest.raises(ValueError, match="needs the target LM"):
-        build_attributor("logra", "tiny")
+        build_method("logra", "tiny")
+    with pytest.raises(ValueError, match="needs the trained AirRep encoder"):
+        build_method("airrep")
 
 
 def test_off_the_shelf_minilm_is_cosine_of_its_embeddings(data):
     train, queries = data
-    attributor = build_attributor("encoder", "tiny")
+    attributor = build_method("encoder", "tiny")
     attributor.fit(train[:10])
     got = attributor.score([*queries[:3], train[0]])
     embeddings = attributor.encoder.encode_examples([*queries[:3], train[0], *train[:10]])

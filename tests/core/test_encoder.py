@@ -10,8 +10,8 @@ import torch
 from encoder_fixtures import PER_TEMPLATE
 from p3_fixtures import p3_examples
 
-from airrep_core.encoder import ENCODER_CONFIG_FILE, AirRepEncoder, resolve_backbone
-from airrep_core.examples import encoder_text
+from airrep_core.data.examples import encoder_text
+from airrep_core.encoder.model import ENCODER_CONFIG_FILE, AirRepEncoder, resolve_backbone
 
 MAX_LENGTH = 128
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lm_fixtures import read_p3_pairs
+from lm_fixtures import p3_example_records
 
-from airrep_core.base_model import build_base_model
 from airrep_core.config.labels import BaseModelConfig, FinetuneConfig
-from airrep_core.examples import Example
-from airrep_core.finetune import SubsetFinetuner, lr_multiplier, response_token_loss
-from airrep_core.lm_data import collate
-from airrep_core.lm_loss import TransformersLossBackend, tokenize_pairs
+from airrep_core.data.examples import Example
+from airrep_core.lm.base_model import build_base_model
+from airrep_core.lm.data import collate
+from airrep_core.lm.finetune import SubsetFinetuner, lr_multiplier, response_token_loss
+from airrep_core.lm.loss import TransformersLossBackend, tokenize_pairs
 
 CONFIG = FinetuneConfig.preset("tiny")
 CPU = torch.device("cpu")
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def examples() -> list[Example]:
-    return [
-        Example(f"p3-{i:04d}", prompt, response, "flan_p3")
-        for i, (prompt, response) in enumerate(read_p3_pairs(0, 16))
-    ]
+    return p3_example_records(0, 16)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +51,7 @@ def test_response_token_loss_equals_the_models_own_loss_and_gradient(
     model = finetuner.model
     pairs = [(e.prompt, e.response) for e in examples[:6]]
     batch = collate(tokenize_pairs(finetuner.tokenizer, pairs, CONFIG.max_length), finetuner.pad_id)
-    ours, n_tokens = response_token_loss(model, batch, CPU, "fp32")
+    ours, n_tokens = response_token_loss(model, batch, CPU, "float32")
     (ours_grad,) = torch.autograd.grad(ours, [model.model.layers[0].mlp.up_proj.weight])
     reference = model(**batch).loss
     (reference_grad,) = torch.autograd.grad(reference, [model.model.layers[0].mlp.up_proj.weight])

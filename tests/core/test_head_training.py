@@ -1,4 +1,4 @@
-"""The label-efficient recipe (airrep_core.head_training, airrep_core.teacher): the identity start
+"""The label-efficient recipe (airrep_core.encoder.head_training, airrep_core.encoder.teacher): the identity start
 is the backbone, step 0 is a candidate, training on real labels improves held-out ranking, and
 teacher pseudo-subsets are labelled like the teacher's summed scores."""
 
@@ -11,14 +11,9 @@ import torch
 from encoder_fixtures import unigram_label_set
 from p3_fixtures import p3_examples
 
-from airrep_core.baselines import build_attributor
-from airrep_core.baselines.lexical import Bm25Attributor
 from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import EncoderTrainConfig
-from airrep_core.encoder import AirRepEncoder, init_projection
-from airrep_core.errors import ConfigError
-from airrep_core.evaluation.airrep_attributor import AirRepAttributor
-from airrep_core.head_training import (
+from airrep_core.encoder.head_training import (
     TeacherBatches,
     choose_lexical_weight,
     feature_splits,
@@ -27,14 +22,19 @@ from airrep_core.head_training import (
     train_projection,
     validation_lds,
 )
-from airrep_core.metrics import lds
-from airrep_core.scoring import group_scores
-from airrep_core.teacher import (
+from airrep_core.encoder.model import AirRepEncoder, init_projection
+from airrep_core.encoder.scoring import group_scores
+from airrep_core.encoder.teacher import (
     TeacherScores,
     draw_teacher_examples,
     fuse_scores,
     zscore_rows,
 )
+from airrep_core.errors import ConfigError
+from airrep_core.evaluation.metrics import lds
+from airrep_core.methods import build_method
+from airrep_core.methods.airrep import AirRepAttributor
+from airrep_core.methods.lexical import Bm25Attributor
 
 CONFIG = EncoderTrainConfig.preset(
     "tiny",
@@ -76,7 +76,7 @@ def label_features(minilm):
 
 def test_identity_start_scores_exactly_like_the_untrained_encoder_baseline(minilm):
     examples = list(p3_examples(4))
-    baseline = build_attributor("encoder", "tiny")  # MiniLM, cosine, max length 128
+    baseline = build_method("encoder", "tiny")  # MiniLM, cosine, max length 128
     baseline.fit(examples[4:])
     expected = baseline.score(examples[:4])
     embeddings = minilm.encode_examples(examples, batch_size=7)

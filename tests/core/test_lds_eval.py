@@ -1,5 +1,5 @@
 """The evaluation harness's pure parts: LDS and the noise ceiling against scipy, AirRep's group
-scores against ``airrep_core.scoring``, the classification and selection rules, the hold-out
+scores against ``airrep_core.encoder.scoring``, the classification and selection rules, the hold-out
 rules and the report files."""
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ from encoder_fixtures import PER_TEMPLATE
 from p3_fixtures import p3_examples
 from scipy.stats import spearmanr
 
-from airrep_core.baselines import TfidfAttributor
 from airrep_core.config.evaluation import EvaluationConfig
-from airrep_core.encoder import AirRepEncoder
+from airrep_core.data.examples import Example
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.scoring import group_scores
 from airrep_core.errors import ConfigError
 from airrep_core.evaluation import (
     NOISE_CEILING,
-    AirRepAttributor,
     ReportTables,
     balanced_task,
     lds_of,
     noise_ceiling,
     random_selection,
     score_subsets,
-    select_top_n,
+    shipped_selection,
     subset_indices,
     top1_accuracy,
     write_report,
@@ -39,8 +39,8 @@ from airrep_core.evaluation.eval_sets import (
     p3_task,
     split_templates,
 )
-from airrep_core.examples import Example
-from airrep_core.scoring import group_scores
+from airrep_core.methods import TfidfAttributor
+from airrep_core.methods.airrep import AirRepAttributor
 from storage.sample_data import sample_data_dir
 
 
@@ -174,14 +174,15 @@ def test_classes_with_too_few_examples_are_dropped_until_stable():
 
 def test_selection_rules():
     scores = np.array([[1.0, 5.0, 2.0, 5.0], [3.0, 1.0, 2.0, 1.0]])
-    # means 2, 3, 2, 3: the two 3s, then ties by index
-    np.testing.assert_array_equal(select_top_n(scores, 2), [1, 3])
-    np.testing.assert_array_equal(select_top_n(scores, 3), [0, 1, 3])
+    # round-robin: target 0's best (1, ties to the lower index), target 1's best (0), then
+    # target 0's second (3): the rule of `airrep select`, not the mean score (which picks 1, 3).
+    np.testing.assert_array_equal(shipped_selection(scores, 2), [0, 1])
+    np.testing.assert_array_equal(shipped_selection(scores, 3), [0, 1, 3])
     draw = random_selection(50, 10, seed=4)
     assert len(set(draw.tolist())) == 10 and np.array_equal(draw, random_selection(50, 10, 4))
     assert not np.array_equal(draw, random_selection(50, 10, 5))
     with pytest.raises(ValueError, match="allowed"):
-        select_top_n(scores, 5)
+        shipped_selection(scores, 5)
 
 
 def test_every_p3_template_has_a_task_and_the_hold_out_is_stable():

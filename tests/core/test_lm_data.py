@@ -1,4 +1,4 @@
-"""Tokenisation with response-only labels, truncation, padding and length batching (lm_data)."""
+"""Tokenisation with response-only labels, truncation, padding and length batching (lm.data)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from lm_fixtures import CHATML_TEMPLATE, EOS_TOKEN, read_p3_pairs, train_tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from airrep_core.examples import lm_prompt
-from airrep_core.lm_data import (
+from airrep_core.data.examples import lm_prompt
+from airrep_core.lm.data import (
     IGNORE_INDEX,
     TokenizedExample,
     collate,

@@ -7,9 +7,9 @@ import pytest
 import torch
 from lm_fixtures import tiny_lm  # noqa: F401  (session fixture)
 
-from airrep_core.lm_data import tokenize_example
-from airrep_core.lm_loading import load_causal_lm
-from airrep_core.lm_loss import TransformersLossBackend, response_losses_for_model
+from airrep_core.lm.data import tokenize_example
+from airrep_core.lm.loading import load_causal_lm
+from airrep_core.lm.loss import TransformersLossBackend, response_losses_for_model
 
 MAX_LENGTH = 192  # shorter than several P3 examples: truncation is exercised too
 ATOL = 2e-5

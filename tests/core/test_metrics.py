@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from airrep_core.metrics import lds, per_target_spearman, ranking_accuracy
+from airrep_core.evaluation.metrics import lds, per_target_spearman, ranking_accuracy
 
 
 def test_lds_equals_scipy_spearman_mean_with_nan_as_zero():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from airrep_core.ranking_loss import T_MAX, T_MIN, count_valid_pairs, pairwise_ranking_loss
+from airrep_core.encoder.ranking_loss import T_MAX, T_MIN, count_valid_pairs, pairwise_ranking_loss
 
 
 def _brute_force(scores: np.ndarray, labels: np.ndarray, t_min: float, t_max: float) -> float:

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from airrep_core.config.labels import EvaluationSamplingConfig, LabelsConfig, SamplingConfig
-from airrep_core.errors import ConfigError
-from airrep_core.sampling import (
+from airrep_core.data.sampling import (
     draw_pool_and_test,
     draw_subsets,
     partition_corpus,
@@ -23,6 +22,7 @@ from airrep_core.sampling import (
     splits_rows,
     subsets_rows,
 )
+from airrep_core.errors import ConfigError
 
 IDS = [f"p3-{i:05d}" for i in range(400)]
 CONFIG = SamplingConfig(
@@ -121,5 +121,5 @@ def test_label_config_presets_round_trip_through_json(preset: str) -> None:
     config = LabelsConfig.preset(preset)
     assert LabelsConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert config.sampling == SamplingConfig.preset(preset)
-    with pytest.raises(ConfigError, match="unknown part"):
+    with pytest.raises(ConfigError, match="unknown field"):
         LabelsConfig.preset(preset, sampler={"seed": 1})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from airrep_core.scoring import example_scores, group_scores, pad_membership, pool_scores
+from airrep_core.encoder.scoring import example_scores, group_scores, pad_membership, pool_scores
 
 
 def _hand_group_score(query: np.ndarray, members: np.ndarray, pooling: str) -> float:

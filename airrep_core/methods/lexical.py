@@ -1,0 +1,143 @@
+"""Lexical baselines: TF-IDF cosine (scikit-learn) and BM25 (bm25s).
+
+Text used for both documents (train examples) and queries: ``examples.encoder_text`` —
+``"Question: " + prompt (first 256 words) + "\\nAnswer: " + response`` — the same text the
+encoders see, so every text method reads the same input. The constant ``Question``/``Answer``
+words occur in every document and get the lowest IDF.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from airrep_core.config.baselines import Bm25Config, TfidfConfig
+from airrep_core.data.examples import Example, encoder_text
+from airrep_core.methods.interface import Attributor, NotFittedError
+
+
+def example_texts(examples: Sequence[Example], max_prompt_words: int) -> list[str]:
+    """``encoder_text`` of each example (the text the lexical methods index and query with)."""
+    return [encoder_text(e.prompt, e.response, max_prompt_words) for e in examples]
+
+
+if TYPE_CHECKING:
+    import bm25s
+
+
+class TfidfAttributor(Attributor):
+    """Cosine similarity of L2-normalised TF-IDF vectors; IDF from the train set.
+
+    Storage: a sparse row per example; ``storage_floats_per_example`` is the mean number of
+    non-zero entries (term indices not counted).
+    """
+
+    name = "tfidf"
+
+    def __init__(self, config: TfidfConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or TfidfConfig()
+        self._vectorizer: TfidfVectorizer | None = None
+        self._train_matrix = None
+
+    def _fit(self, train: Sequence[Example]) -> None:
+        self._vectorizer = TfidfVectorizer(
+            lowercase=self.config.lowercase,
+            ngram_range=(1, self.config.ngram_max),
+            sublinear_tf=self.config.sublinear_tf,
+            min_df=self.config.min_df,
+            norm="l2",
+            dtype=np.float32,
+        )
+        texts = example_texts(train, self.config.max_prompt_words)
+        try:
+            self._train_matrix = self._vectorizer.fit_transform(texts)
+        except ValueError as e:  # e.g. "empty vocabulary" when every text is stop-words/punctuation
+            raise ValueError(f"TF-IDF cannot index the {len(texts)} train texts: {e}") from e
+
+    def _score(self, queries: Sequence[Example]) -> np.ndarray:
+        if self._vectorizer is None:
+            raise NotFittedError("TfidfAttributor is not fitted")
+        query_matrix = self._vectorizer.transform(
+            example_texts(queries, self.config.max_prompt_words)
+        )
+        # Rows are L2-normalised, so the dot product is the cosine similarity.
+        return np.asarray((query_matrix @ self._train_matrix.T).toarray(), dtype=np.float32)
+
+    @property
+    def storage_floats_per_example(self) -> float:
+        if self._train_matrix is None:
+            raise NotFittedError("TfidfAttributor is not fitted")
+        return float(self._train_matrix.nnz / self._train_matrix.shape[0])
+
+
+class Bm25Attributor(Attributor):
+    """BM25 relevance of each train document to the query text (bm25s, numpy backend).
+
+    bm25s tokenisation: lowercase, words of 2+ word characters, English stop-words removed
+    (``stopwords="en"``), no stemming. A query with no indexed word scores 0 everywhere.
+    Storage: ``storage_floats_per_example`` = the mean number of distinct indexed terms per
+    document (bm25s stores one precomputed score per (document, term) pair).
+    """
+
+    name = "bm25"
+
+    def __init__(self, config: Bm25Config | None = None) -> None:
+        super().__init__()
+        self.config = config or Bm25Config()
+        self._retriever: bm25s.BM25 | None = None
+        self._vocab: dict[str, int] = {}
+        self._floats_per_example = 0.0
+
+    def _tokenize(self, texts: list[str]) -> list[list[str]]:
+        bm25s = _import_bm25s()
+        return bm25s.tokenize(
+            texts,
+            lower=True,
+            stopwords=self.config.stopwords or None,
+            return_ids=False,
+            show_progress=False,
+        )
+
+    def _fit(self, train: Sequence[Example]) -> None:
+        tokens = self._tokenize(example_texts(train, self.config.max_prompt_words))
+        bm25s = _import_bm25s()
+        retriever = bm25s.BM25(
+            k1=self.config.k1, b=self.config.b, method=self.config.method, backend="numpy"
+        )
+        retriever.index(tokens, show_progress=False)
+        self._retriever = retriever
+        self._vocab = retriever.vocab_dict
+        self._floats_per_example = float(np.mean([len(set(doc)) for doc in tokens]))
+
+    def _score(self, queries: Sequence[Example]) -> np.ndarray:
+        if self._retriever is None:
+            raise NotFittedError("Bm25Attributor is not fitted")
+        query_tokens = self._tokenize(example_texts(queries, self.config.max_prompt_words))
+        scores = np.zeros((len(queries), self.num_train), dtype=np.float32)
+        for row, tokens in enumerate(query_tokens):
+            known = [token for token in tokens if token in self._vocab]
+            if known:
+                scores[row] = self._retriever.get_scores(known)
+        return scores
+
+    @property
+    def storage_floats_per_example(self) -> float:
+        if self._retriever is None:
+            raise NotFittedError("Bm25Attributor is not fitted")
+        return self._floats_per_example
+
+
+def _import_bm25s():
+    """bm25s, imported on first use: it loads numba/llvmlite, whose objects break vLLM's kernel
+    registration (vllm.triton_utils.dispatcher) in any process that later starts a vLLM engine.
+    Its logger announces every index build at DEBUG, which a DEBUG root handler (Prefect's)
+    prints once per fit: only its warnings are kept."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
