@@ -20,6 +20,7 @@ from rich.table import Table
 
 from flows import cli_query
 from flows.cli_bench import bench_app
+from flows.cli_config import RecipeOption, SetOption, config_app, pipeline_config
 from flows.cli_data import data_app
 from flows.cli_errors import GuardedTyper, open_checked_store
 from flows.cli_store import store_app
@@ -41,6 +42,7 @@ app = GuardedTyper(
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(store_app, name="store")
+app.add_typer(config_app, name="config")
 cli_query.register(app)
 console = Console()
 
@@ -63,14 +65,8 @@ def run_command(
     parallel_shards: Annotated[
         int, typer.Option(help="Label shards fine-tuned at once in this process.")
     ] = 1,
-    recipe: Annotated[
-        str | None,
-        typer.Option(
-            help="Encoder training recipe: 'efficient' (the tiny/mini default: frozen backbone, "
-            "identity start, teacher pre-training, hybrid score) or 'paper' (the whole encoder "
-            "from a random projection); default: the preset's."
-        ),
-    ] = None,
+    recipe: RecipeOption = None,
+    settings: SetOption = None,
     plan: Annotated[
         bool,
         typer.Option(
@@ -85,15 +81,11 @@ def run_command(
     mode unless PREFECT_API_URL points at a server; every stage whose artifact exists in the
     store is skipped, and a rerun of an unchanged run prints its recorded result without
     starting Prefect or loading a model."""
-    from airrep_core.config.pipeline import EncoderStageConfig, PipelineConfig
     from storage.root import default_root_uri
 
+    config = pipeline_config(preset, recipe, settings)
     open_checked_store(root, writable=True)  # fail fast on a root that cannot work
     store_root = root or default_root_uri()
-    config = PipelineConfig.preset(preset)
-    if recipe is not None:
-        encoder = EncoderStageConfig.preset(preset, train={"recipe": recipe})
-        config = PipelineConfig.preset(preset, encoder=encoder)
     if plan:
         from tasks.references import open_store
         from tasks.run_plan import plan_run

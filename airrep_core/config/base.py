@@ -100,7 +100,9 @@ class StageConfig:
                         f"{cls.__name__}.{part}: expected a dict of {part_cls.__name__} fields "
                         f"or a {part_cls.__name__}, got {override!r}"
                     )
-                override = part_cls.preset(name, **{**cls.PRESETS[name].get(part, {}), **override})
+                override = part_cls.preset(
+                    name, **merged(cls.PRESETS[name].get(part, {}), override)
+                )
             values[part] = override
         return cls.from_dict(values)
 
@@ -144,6 +146,17 @@ class StageConfig:
             else:
                 found[prefix + f.name] = f.metadata.get("help", "")
         return found
+
+
+def merged(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` on top, nested dicts merged key by key (a part's preset overrides and
+    the caller's overrides of the same part both apply)."""
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        both = isinstance(value, Mapping) and isinstance(below, Mapping)
+        out[key] = merged(below, value) if both else value
+    return out
 
 
 @functools.cache
