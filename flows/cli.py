@@ -119,7 +119,7 @@ def _recorded_result(root: str, config: PipelineConfig, import_data: bool) -> di
     the sample datasets when asked (a new version means a new run: its update event is emitted
     here, as the pipeline's import then finds the version already published)."""
     from storage.datasets import import_dataset
-    from storage.formats import FieldMapping
+    from storage.shapes import FieldMapping
     from storage.sample_data import SAMPLE_DATASETS
     from tasks.references import open_store
     from tasks.run_record import read_run_record
@@ -137,7 +137,7 @@ def _recorded_result(root: str, config: PipelineConfig, import_data: bool) -> di
                 )
                 for sample in SAMPLE_DATASETS.values()
             ]
-        created = [v for v in versions if v.created]
+        created = [v for v in versions if v.changed]
         if created:
             from flows.events import emit_dataset_updated
 
