@@ -100,8 +100,11 @@ def run_command(
     started = time.perf_counter()
     result = _recorded_result(store_root, config, import_data)
     if result is None:
+        from flows.cli_errors import failures_to_the_boundary
         from flows.pipeline import pipeline_flow
         from tasks.monitoring import terminal_progress
+
+        failures_to_the_boundary()
 
         with terminal_progress(console):
             result = pipeline_flow(
@@ -119,8 +122,8 @@ def _recorded_result(root: str, config: PipelineConfig, import_data: bool) -> di
     the sample datasets when asked (a new version means a new run: its update event is emitted
     here, as the pipeline's import then finds the version already published)."""
     from storage.datasets import import_dataset
-    from storage.shapes import FieldMapping
     from storage.sample_data import SAMPLE_DATASETS
+    from storage.shapes import FieldMapping
     from tasks.references import open_store
     from tasks.run_record import read_run_record
 

@@ -15,6 +15,7 @@ their input.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 from pathlib import Path
@@ -39,6 +40,28 @@ EXIT_FAILURE = 1
 def debug_enabled() -> bool:
     """Whether tracebacks are wanted (``--debug`` or ``AIRREP_DEBUG`` set to a non-empty, non-0 value)."""
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+class _NoPrefectFailures(logging.Filter):
+    """Drops Prefect's own ERROR records (a failed task or flow run, with its traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith("prefect"))
+
+
+def failures_to_the_boundary() -> None:
+    """Leave a failed run's report to the error boundary's one line: Prefect's console handlers
+    stop printing its failure records and their tracebacks (they still reach the Prefect API and
+    UI); ``--debug`` keeps them. Call after Prefect is imported (it configures logging then)."""
+    if debug_enabled():
+        return
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(_NoPrefectFailures())
 
 
 def _debug_option(

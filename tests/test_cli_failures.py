@@ -176,3 +176,17 @@ def test_the_s3_probe_is_quick_and_names_no_secret(monkeypatch: pytest.MonkeyPat
         StorageRoot(f"s3://{BUCKET}/x").check(writable=True)
     assert time.perf_counter() - started < 5
     assert SECRET not in str(caught.value)
+
+
+def test_a_failed_pipeline_run_is_one_line_without_prefects_tracebacks(tmp_path: Path) -> None:
+    """A stage failing inside the Prefect flow (here: the corpus is not in an empty store) ends in
+    the boundary's one line; Prefect's failure records and tracebacks stay off the terminal."""
+    result = airrep("run", "--no-import-data", "--root", str(tmp_path / "store"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: no dataset ")  # whichever dataset the flow resolved first
+    assert errors[0].endswith(
+        f"in file://{tmp_path / 'store'}; datasets: [] (run with --debug for the traceback)"
+    )
