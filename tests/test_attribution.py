@@ -20,7 +20,8 @@ from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
 from flows.cli_query import read_queries, register
 from storage.artifacts import ArtifactStore
-from storage.datasets import import_dataset, latest_version, read_examples
+from storage.dataset_heads import latest_version
+from storage.datasets import import_dataset, read_examples
 from storage.embedding_store import find_view, load_view
 from storage.sample_data import sample_data_dir
 

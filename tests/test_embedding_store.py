@@ -20,7 +20,8 @@ from airrep_core.config.embedding import EmbeddingConfig
 from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
 from storage.artifacts import ArtifactStore
-from storage.datasets import DatasetVersion, import_dataset, read_examples
+from storage.dataset_heads import DatasetVersion
+from storage.datasets import import_dataset, read_examples
 from storage.embedding_store import (
     PART_STAGE,
     VIEW_STAGE,

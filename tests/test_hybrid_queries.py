@@ -20,7 +20,8 @@ from airrep_core.methods.airrep import AirRepAttributor
 from airrep_core.methods.lexical import Bm25Attributor
 from flows.cli_query import register
 from storage.artifacts import ArtifactStore
-from storage.datasets import import_dataset, latest_version, read_examples
+from storage.dataset_heads import latest_version
+from storage.datasets import import_dataset, read_examples
 from storage.embedding_store import find_view, load_view
 from storage.sample_data import sample_data_dir
 from storage.shapes import FieldMapping
