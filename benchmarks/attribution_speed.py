@@ -59,38 +59,32 @@ LONG_PROMPT_TEMPLATES = (
 )
 
 
+SHAPE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
+TARGET_SHAPES: dict[str, tuple[type[PretrainedConfig], tuple[int | None, ...]]] = {
+    # name: (config class, values of SHAPE_FIELDS; vocab None: the calibration tokenizer's)
+    "qwen2-6m": (Qwen2Config, (None, 256, 768, 4, 4, 4)),
+    "smollm-135m": (LlamaConfig, (49_152, 576, 1_536, 30, 9, 3)),
+    "qwen2.5-0.5b": (Qwen2Config, (151_936, 896, 4_864, 24, 14, 2)),
+}
+TARGET_COMMON = {"tie_word_embeddings": True, "max_position_embeddings": 2048, "use_cache": False}
+
+
 def target_configs(vocab_size: int) -> dict[str, PretrainedConfig]:
-    """The three target-LM shapes (``vocab_size`` only for the calibration model)."""
-    common = {"tie_word_embeddings": True, "max_position_embeddings": 2048, "use_cache": False}
-    return {
-        "qwen2-6m": Qwen2Config(
-            vocab_size=vocab_size,
-            hidden_size=256,
-            intermediate_size=768,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            **common,
-        ),
-        "smollm-135m": LlamaConfig(
-            vocab_size=49_152,
-            hidden_size=576,
-            intermediate_size=1_536,
-            num_hidden_layers=30,
-            num_attention_heads=9,
-            num_key_value_heads=3,
-            **common,
-        ),
-        "qwen2.5-0.5b": Qwen2Config(
-            vocab_size=151_936,
-            hidden_size=896,
-            intermediate_size=4_864,
-            num_hidden_layers=24,
-            num_attention_heads=14,
-            num_key_value_heads=2,
-            **common,
-        ),
-    }
+    """The three target-LM shapes of ``TARGET_SHAPES`` (``vocab_size`` only for the calibration
+    model)."""
+    configs = {}
+    for name, (config_cls, shape) in TARGET_SHAPES.items():
+        fields = dict(zip(SHAPE_FIELDS, shape, strict=True))
+        fields["vocab_size"] = fields["vocab_size"] or vocab_size
+        configs[name] = config_cls(**fields, **TARGET_COMMON)
+    return configs
 
 
 def data_dir() -> Path:

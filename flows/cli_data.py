@@ -24,17 +24,16 @@ from rich.table import Table
 
 from flows.cli_errors import debug_enabled, open_checked_store
 from storage.artifacts import ArtifactStore
-from storage.datasets import (
+from storage.dataset_heads import (
     NAME_MAX_LENGTH,
     DatasetVersion,
     dataset_history,
     dataset_versions,
     find_version,
-    import_dataset,
     latest_version,
     list_datasets,
-    read_examples,
 )
+from storage.datasets import import_dataset, read_examples
 from storage.errors import StorageError
 from storage.sample_data import SAMPLE_DATASETS, sample_data_dir
 from storage.shapes import FieldMapping, detection_rules_text

@@ -39,13 +39,13 @@ from airrep_core.data.examples import Example
 from airrep_core.errors import AirRepError
 from flows.cli_errors import check_output_path, debug_enabled, open_checked_store
 from storage.artifacts import ArtifactStore
-from storage.datasets import (
+from storage.dataset_heads import (
     DatasetVersion,
     find_version,
     latest_version,
-    read_examples,
     validate_dataset_name,
 )
+from storage.datasets import read_examples
 from storage.errors import DataValidationError, StorageError
 from storage.formats import file_stem, input_files, read_records
 from storage.shapes import file_rows

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from flows.cli_errors import open_checked_store
-from storage.artifacts import STALE_STAGING_AGE_S
+from storage.staging import STALE_STAGING_AGE_S
 
 store_app = typer.Typer(help="Upkeep of a storage root (leftovers of killed builds).")
 console = Console(soft_wrap=True, highlight=False)

@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 
 from airrep_core.config.evaluation import EvaluationConfig
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.datasets import DATASET_STAGE
+from storage.dataset_heads import DATASET_STAGE
 from tasks.data_selection import select_task
 from tasks.evaluation import (
     EvaluationResult,

@@ -12,7 +12,7 @@ from prefect.events import Event, emit_event
 from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL
 
-from storage.datasets import DatasetVersion
+from storage.dataset_heads import DatasetVersion
 
 DATASET_UPDATED = "airrep.dataset.updated"
 DATASET_RESOURCE_PREFIX = "airrep.dataset."

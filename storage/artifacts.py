@@ -16,12 +16,9 @@ and publish the manifest with an atomic, exclusive ``os.link``. Remote roots (s3
 each file as one whole object, then create the manifest with an exclusive put (``If-None-Match``
 on S3); a builder that loses the race removes its attempt folder and returns the winner.
 
-Leftovers of killed builds: a staging folder is named ``<attempt>.<pid>@<host>`` (remote roots
-stage in ``$TMPDIR/airrep-build-<pid>@<host>.*``), so that :meth:`ArtifactStore.stale_staging`
-knows a folder whose builder process is gone (same host) as stale at once, and any other one
-(another host, an older layout) once untouched for ``STALE_STAGING_AGE_S``; an attempt folder in a
-key folder that its manifest does not name, and a pending manifest, are stale after that age too.
-Every successful build removes the stale staging of its stage (for remote roots: this host's
+Leftovers of killed builds (staging folders, attempt folders no manifest names, pending
+manifests) are described in :mod:`storage.staging`; :meth:`ArtifactStore.stale_staging` lists
+them. Every successful build removes the stale staging of its stage (for remote roots: this host's
 ``$TMPDIR`` staging); ``airrep store gc`` removes all of them.
 """
 
@@ -36,10 +33,8 @@ import os
 import platform
 import re
 import shutil
-import socket
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,21 +42,18 @@ from typing import IO, Any
 
 import pyarrow.parquet as pq
 
+from storage import staging as staging_mod
 from storage.errors import ArtifactConflict, ArtifactNotFound, StorageError
 from storage.root import StorageRoot, as_root
+from storage.staging import STALE_STAGING_AGE_S, StaleEntry
 
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_FORMAT = 1
-STAGING_DIR = ".staging"
 CACHE_DIR_ENV = "AIRREP_CACHE_DIR"
-STALE_STAGING_AGE_S = 24 * 3600
-REMOTE_STAGING_PREFIX = "airrep-build-"
 PACKAGE_NAME = "airrep-pipeline"
 
 _STAGE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ATTEMPT_RE = re.compile(r"^a[0-9a-f]{16}$")
-_OWNER_RE = re.compile(r"(\d+)@([A-Za-z0-9-]+)")
 
 Writer = Callable[[Path], Mapping[str, Any] | None]
 
@@ -179,16 +171,6 @@ class ArtifactRef:
         return f"{self.uri}/{self.attempt}/{filename}"
 
 
-@dataclasses.dataclass(frozen=True)
-class StaleEntry:
-    """A leftover of a killed or failed build: ``path`` (a local path or a URI), why it is stale,
-    and its size in bytes."""
-
-    path: str
-    reason: str
-    size: int
-
-
 class ArtifactStore:
     """Artifacts under one storage root (see the module docstring for the layout)."""
 
@@ -299,12 +281,9 @@ class ArtifactStore:
         existing = self._existing(stage, key, config_json)
         if existing is not None:
             return existing
-        attempt = f"a{uuid.uuid4().hex[:16]}"
-        if self.root.is_local:
-            staging = self.root.local_path / stage / STAGING_DIR / f"{attempt}.{_owner_tag()}"
-            staging.mkdir(parents=True)
-        else:
-            staging = Path(tempfile.mkdtemp(prefix=f"{REMOTE_STAGING_PREFIX}{_owner_tag()}."))
+        attempt = staging_mod.new_attempt()
+        stage_dir = self.root.local_path / stage if self.root.is_local else None
+        staging = staging_mod.make_staging(stage_dir, attempt)
         try:
             metadata = writer(staging)
             if metadata is not None and not isinstance(metadata, Mapping):
@@ -348,9 +327,7 @@ class ArtifactStore:
         """
         now = time.time()
         if not self.root.is_local:
-            return _stale_children(
-                Path(tempfile.gettempdir()), REMOTE_STAGING_PREFIX, now, max_age_s
-            )
+            return staging_mod.stale_remote_staging(now, max_age_s)
         base = self.root.local_path
         if stages is None:
             stages = sorted(
@@ -358,39 +335,16 @@ class ArtifactStore:
             )
         found: list[StaleEntry] = []
         for stage in stages:
-            found += _stale_children(base / stage / STAGING_DIR, "", now, max_age_s)
+            found += staging_mod.stale_local_staging(base / stage, now, max_age_s)
             if orphans:
-                found += self._stale_orphans(base / stage, now, max_age_s)
+                found += staging_mod.stale_orphans(
+                    base / stage, MANIFEST_NAME, _KEY_RE.match, now, max_age_s
+                )
         return sorted(found, key=lambda e: e.path)
 
     def remove_stale(self, entries: Sequence[StaleEntry]) -> None:
         """Remove ``entries`` (from :meth:`stale_staging`); ones already gone are skipped."""
-        for entry in entries:
-            path = Path(entry.path)
-            with contextlib.suppress(FileNotFoundError):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-
-    def _stale_orphans(self, stage_dir: Path, now: float, max_age_s: float) -> list[StaleEntry]:
-        found = []
-        for key_dir in stage_dir.glob("*"):
-            if not (key_dir.is_dir() and _KEY_RE.match(key_dir.name)):
-                continue
-            try:
-                named = json.loads((key_dir / MANIFEST_NAME).read_bytes())["attempt"]
-            except (FileNotFoundError, ValueError, KeyError):
-                named = None
-            for child in key_dir.iterdir():
-                pending = child.name.startswith(f".{MANIFEST_NAME}.")
-                orphan = _ATTEMPT_RE.match(child.name) and child.name != named
-                age = now - _newest_mtime(child)
-                if (pending or orphan) and age > max_age_s:
-                    what = "pending manifest" if pending else "attempt no manifest names"
-                    reason = f"{what}, untouched for {age / 3600:.1f} h"
-                    found.append(StaleEntry(str(child), reason, _size(child)))
-        return found
+        staging_mod.remove_stale(entries)
 
     def delete(self, ref: ArtifactRef) -> None:
         """Unpublish ``ref`` (manifest first, so it stops existing at once), then remove its files."""
@@ -522,70 +476,6 @@ def _checked_key(key: str) -> str:
     if not isinstance(key, str) or not _KEY_RE.match(key):
         raise ValueError(f"bad artifact key {key!r}: allowed [A-Za-z0-9][A-Za-z0-9_.-]*")
     return key
-
-
-def _owner_tag() -> str:
-    """``<pid>@<host>`` of this process (the host name reduced to ``[A-Za-z0-9-]``)."""
-    return f"{os.getpid()}@{host_tag()}"
-
-
-def host_tag() -> str:
-    """This host's name reduced to ``[A-Za-z0-9-]`` (the ``<host>`` of staging folder names)."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-
-
-def _stale_children(folder: Path, prefix: str, now: float, max_age_s: float) -> list[StaleEntry]:
-    """The stale staging folders in ``folder`` whose names start with ``prefix``: their owner
-    (``<pid>@<host>`` in the name) is a process of this host that is gone, or, with no owner of
-    this host, they are untouched for more than ``max_age_s``."""
-    if not folder.is_dir():
-        return []
-    found = []
-    for child in folder.iterdir():
-        if not child.name.startswith(prefix):
-            continue
-        # local: "<attempt>.<pid>@<host>"; remote: "<prefix><pid>@<host>.<random>"
-        text = (
-            child.name.removeprefix(prefix).rsplit(".", 1)[0]
-            if prefix
-            else child.name.partition(".")[2]
-        )
-        owner = _OWNER_RE.fullmatch(text)
-        if owner is not None and owner.group(2) == host_tag():
-            if _alive(int(owner.group(1))):
-                continue
-            reason = f"its build process {owner.group(1)} is gone"
-        else:
-            age = now - _newest_mtime(child)
-            if age <= max_age_s:
-                continue
-            reason = f"untouched for {age / 3600:.1f} h"
-        found.append(StaleEntry(str(child), reason, _size(child)))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _newest_mtime(path: Path) -> float:
-    """The newest modification time of ``path`` and, for a folder, everything below it."""
-    times = [path.lstat().st_mtime]
-    if path.is_dir():
-        times += [p.lstat().st_mtime for p in path.rglob("*")]
-    return max(times)
-
-
-def _size(path: Path) -> int:
-    if not path.is_dir():
-        return path.lstat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _cache_base() -> Path:

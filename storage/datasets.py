@@ -5,14 +5,9 @@ sha256 of the examples table's content (every row's example_id, prompt, response
 content_hash, in order). Importing identical content again publishes nothing (``created=False``);
 changed content publishes a new version and keeps the old ones.
 
-Names: 1 to 64 ASCII letters, digits, ``_`` or ``-``, starting with a letter or digit
-(:func:`validate_dataset_name`, checked before anything is read or written).
-
-The latest version is the one imported last: publishing a version makes it the latest, and
-importing content that is already stored but is not the latest (a revert: A, then B, then A again)
-records a **head record** ``datasets/_heads/<name>/<time>-<id>.json`` (``{"name", "version",
-"at"}``) that makes it the latest again (``became_latest=True``). :func:`dataset_history` lists
-both kinds of event in time order.
+Names, versions, the latest version and the history are in :mod:`storage.dataset_heads`
+(names are checked before anything is read or written; importing stored content that is not the
+latest makes it the latest again, ``became_latest=True``).
 
 Artifact files: ``examples.parquet`` (schema ``examples``) and, when problems were skipped,
 ``skipped.jsonl`` (one ``{"file", "line", "field", "reason", "records"}`` per problem, ``records``
@@ -31,49 +26,37 @@ embedding store. ``keep_duplicates=True`` keeps them (with distinct ids).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.errors import ArtifactNotFound, DataValidationError, FormatDetectionError
+from storage.dataset_heads import (
+    DATASET_STAGE,
+    DatasetVersion,
+    latest_version,
+    validate_dataset_name,
+    write_head_record,
+)
+from storage.errors import DataValidationError, FormatDetectionError
 from storage.formats import input_files, read_records
 from storage.schemas import table_schema
 from storage.shapes import FieldMapping, ParsedRow, file_rows
 from storage.tables import read_table, write_table
 
-DATASET_STAGE = "datasets"
 EXAMPLES_FILE = "examples.parquet"
 SKIPPED_FILE = "skipped.jsonl"
-HEADS_DIR = "_heads"
 DUPLICATE_EXAMPLES_REPORTED = 5
-NAME_MAX_LENGTH = 64
-NAME_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{NAME_MAX_LENGTH - 1}}}", re.ASCII)
 
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(files_done, files_total, current_file_name)``, called after each input file."""
-
-
-def validate_dataset_name(name: str) -> str:
-    """``name`` when it is a valid dataset name (see the module docstring); ``ValueError`` else."""
-    if not NAME_PATTERN.fullmatch(name):
-        shown = name if len(name) <= 80 else f"{name[:40]}...({len(name)} characters)"
-        raise ValueError(
-            f"invalid dataset name {shown!r}: use 1-{NAME_MAX_LENGTH} ASCII letters, digits, '_' "
-            "or '-', starting with a letter or digit"
-        )
-    return name
 
 
 def content_hash(prompt: str, response: str) -> str:
@@ -82,54 +65,6 @@ def content_hash(prompt: str, response: str) -> str:
     return hashlib.sha256(
         b"%d\n%b%b" % (len(prompt_bytes), prompt_bytes, response.encode())
     ).hexdigest()
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    """One published version of a dataset; ``created`` says whether this call published it,
-    ``became_latest`` whether this call made an already stored version the latest again."""
-
-    name: str
-    version: str
-    ref: ArtifactRef
-    created: bool = False
-    became_latest: bool = False
-
-    @property
-    def changed(self) -> bool:
-        """Whether the dataset's latest version changed (a new version, or a revert)."""
-        return self.created or self.became_latest
-
-    @property
-    def rows(self) -> int:
-        """Number of examples."""
-        return self.ref.metadata["rows"]
-
-    @property
-    def short_version(self) -> str:
-        """The first 12 hex digits of the version."""
-        return self.version[:12]
-
-    @property
-    def duplicates_dropped(self) -> int:
-        """Rows dropped because an earlier row had the same content."""
-        return self.ref.metadata["duplicates"]["dropped"]
-
-    @property
-    def skipped(self) -> int:
-        """Input records lost to skipped problems (``skip_invalid=True``), file-level problems
-        included; the per-problem report is ``skipped.jsonl``."""
-        return self.ref.metadata["skipped"]
-
-    @property
-    def skip_report(self) -> list[dict[str, Any]]:
-        """The per-file skip report (:func:`skip_report`; empty for versions without one)."""
-        return self.ref.metadata.get("skip_report", [])
-
-    @property
-    def created_at(self) -> str:
-        """When the version was published (ISO-8601 UTC)."""
-        return self.ref.created_at
 
 
 def import_dataset(
@@ -170,7 +105,7 @@ def import_dataset(
     imported = publish_examples(store, table, name, metadata, skipped=skipped)
     if imported.created or latest_version(store, name).version == imported.version:
         return imported
-    _write_head_record(store, name, imported.version)
+    write_head_record(store, name, imported.version)
     return dataclasses.replace(imported, became_latest=True)
 
 
@@ -381,87 +316,6 @@ def table_version(table: pa.Table) -> str:
 
 
 # ---- reading ---------------------------------------------------------------------------------
-
-
-def _as_version(ref: ArtifactRef) -> DatasetVersion:
-    return DatasetVersion(ref.config["name"], ref.key, ref)
-
-
-def list_datasets(store: ArtifactStore) -> list[str]:
-    """The names of the datasets in ``store``, sorted."""
-    return sorted({ref.config["name"] for ref in store.list(DATASET_STAGE)})
-
-
-def dataset_versions(store: ArtifactStore, name: str) -> list[DatasetVersion]:
-    """Every version of dataset ``name``, oldest first (empty if there is none)."""
-    return [_as_version(r) for r in store.list(DATASET_STAGE) if r.config["name"] == name]
-
-
-def latest_version(store: ArtifactStore, name: str) -> DatasetVersion:
-    """The version of dataset ``name`` imported last (see the module docstring);
-    ``ArtifactNotFound`` naming the known datasets."""
-    history = dataset_history(store, name)
-    if not history:
-        raise ArtifactNotFound(
-            f"no dataset {name!r} in {store.root.uri}; datasets: {list_datasets(store)}"
-        )
-    return history[-1].version
-
-
-@dataclass(frozen=True)
-class HistoryEvent:
-    """One event of a dataset's history: ``version`` became the latest at ``at`` (ISO-8601 UTC),
-    by publication (``kind="published"``) or by a re-import of stored content (``"re-imported"``)."""
-
-    at: str
-    kind: str
-    version: DatasetVersion
-
-
-def dataset_history(store: ArtifactStore, name: str) -> list[HistoryEvent]:
-    """Every event that set the latest version of ``name``, oldest first (the last one names the
-    latest version); empty when there is no such dataset."""
-    versions = {v.version: v for v in dataset_versions(store, name)}
-    events = [HistoryEvent(v.created_at, "published", v) for v in versions.values()]
-    for record in _head_records(store, name):
-        if record.get("version") in versions:  # a record of a deleted version is ignored
-            events.append(HistoryEvent(record["at"], "re-imported", versions[record["version"]]))
-    return sorted(events, key=lambda e: e.at)
-
-
-def _heads_uri(store: ArtifactStore, name: str) -> str:
-    return store.root.join(DATASET_STAGE, HEADS_DIR, name)
-
-
-def _write_head_record(store: ArtifactStore, name: str, version: str) -> None:
-    at = datetime.now(UTC).isoformat(timespec="microseconds")
-    record = {"name": name, "version": version, "at": at}
-    compact = at.replace("-", "").replace(":", "").replace(".", "").removesuffix("+0000")
-    uri = f"{_heads_uri(store, name)}/{compact}-{uuid.uuid4().hex[:8]}.json"
-    body = json.dumps(record).encode()
-    store.root.retrying(lambda: store.root.fs.pipe_file(uri, body), f"write {uri}")
-
-
-def _head_records(store: ArtifactStore, name: str) -> list[dict[str, Any]]:
-    pattern = f"{_heads_uri(store, name)}/*.json"
-    paths = store.root.retrying(lambda: store.root.fs.glob(pattern), f"list {pattern}")
-    records = []
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError, ValueError):  # removed, or a torn write
-            records.append(json.loads(store.root.fs.cat_file(path)))
-    return [r for r in records if isinstance(r, dict) and isinstance(r.get("at"), str)]
-
-
-def find_version(store: ArtifactStore, name: str, version: str) -> DatasetVersion:
-    """The version of ``name`` whose hash starts with ``version`` (at least 6 hex digits)."""
-    if len(version) < 6:
-        raise ValueError(f"version prefix {version!r} is too short: give at least 6 hex digits")
-    matches = [v for v in dataset_versions(store, name) if v.version.startswith(version)]
-    if len(matches) != 1:
-        known = [v.short_version for v in dataset_versions(store, name)]
-        what = "no" if not matches else "more than one"
-        raise ArtifactNotFound(f"{what} version {version!r} of dataset {name!r}; versions: {known}")
-    return matches[0]
 
 
 def read_examples(store: ArtifactStore, version: DatasetVersion | ArtifactRef | str) -> pa.Table:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from airrep_core.data.examples import Example
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.datasets import DatasetVersion, read_examples
+from storage.dataset_heads import DatasetVersion
+from storage.datasets import read_examples
 
 DatasetLike = DatasetVersion | ArtifactRef
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from storage.datasets import DatasetVersion, find_version, import_dataset, latest_version
+from storage.dataset_heads import DatasetVersion, find_version, latest_version
+from storage.datasets import import_dataset
 from storage.shapes import FieldMapping
 from tasks.monitoring import publish_table, run_logger
 from tasks.references import StepRef, open_store

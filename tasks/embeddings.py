@@ -32,13 +32,8 @@ from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.datasets import (
-    DatasetVersion,
-    import_dataset,
-    read_examples,
-    sample_dataset,
-    validate_dataset_name,
-)
+from storage.dataset_heads import DatasetVersion, validate_dataset_name
+from storage.datasets import import_dataset, read_examples, sample_dataset
 from storage.embedding_store import (
     EmbeddingMatrix,
     ProgressCallback,

@@ -44,7 +44,8 @@ from airrep_core.evaluation.lds_eval import noise_ceiling
 from airrep_core.evaluation.report import NOISE_CEILING
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
-from storage.datasets import DATASET_STAGE, DatasetVersion, import_dataset, latest_version
+from storage.dataset_heads import DATASET_STAGE, DatasetVersion, latest_version
+from storage.datasets import import_dataset
 from storage.errors import ArtifactNotFound
 from storage.sample_data import sample_dataset
 from storage.tables import read_table, write_table

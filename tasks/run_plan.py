@@ -26,7 +26,8 @@ from airrep_core.config.labels import FinetuneConfig
 from airrep_core.config.pipeline import PipelineConfig
 from airrep_core.data.examples import Example
 from storage.artifacts import ArtifactStore
-from storage.datasets import latest_version, list_datasets, read_examples
+from storage.dataset_heads import latest_version, list_datasets
+from storage.datasets import read_examples
 from storage.errors import DataValidationError
 from storage.formats import input_files, read_records
 from storage.sample_data import SAMPLE_DATASETS

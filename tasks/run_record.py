@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.artifacts import ArtifactStore, content_key
-from storage.datasets import latest_version, list_datasets
+from storage.dataset_heads import latest_version, list_datasets
 from tasks.references import StepRef, step_refs
 
 RUN_STAGE = "pipeline-run"

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from click.testing import Result
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,3 +45,29 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     """``rows`` as a JSONL file at ``path``."""
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def invoke(workspace: dict, *args: str) -> Result:
+    """Run ``airrep ARGS... --root ROOT`` in this process with ``workspace["runner"]`` (a
+    ``CliRunner``) on ``workspace["app"]`` (a Typer app with the query commands)."""
+    return workspace["runner"].invoke(workspace["app"], [*args, "--root", workspace["root"]])
+
+
+def select_from_pool(workspace: dict, budget: int, output: Path, *args: str) -> Result:
+    """``invoke`` of ``airrep select`` of ``budget`` examples of dataset ``pool`` for the
+    targets file ``workspace["targets"]``, written to ``output``; exit status 0 checked."""
+    result = invoke(
+        workspace,
+        "select",
+        "--dataset",
+        "pool",
+        "--target",
+        str(workspace["targets"]),
+        "--budget",
+        str(budget),
+        "--output",
+        str(output),
+        *args,
+    )
+    assert result.exit_code == 0, result.output
+    return result

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import typer
-from airrep_cli import airrep
+from airrep_cli import airrep, invoke, select_from_pool
 from typer.testing import CliRunner
 
 from airrep_core.attribution.index import AttributionIndex, attribute, group_influence, select
@@ -20,7 +20,8 @@ from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
 from flows.cli_query import read_queries, register
 from storage.artifacts import ArtifactStore
-from storage.datasets import import_dataset, latest_version, read_examples
+from storage.dataset_heads import latest_version
+from storage.datasets import import_dataset, read_examples
 from storage.embedding_store import find_view, load_view
 from storage.sample_data import sample_data_dir
 
@@ -128,11 +129,21 @@ def workspace(tmp_path_factory, encoder, app) -> dict:
     result = runner.invoke(app, ["embed", "--dataset", "pool", "--preset", "tiny", "--root", root])
     assert result.exit_code == 0, result.output
     assert f"{2 * POOL_PER_SOURCE} rows, {2 * POOL_PER_SOURCE} encoded, 0 reused" in result.output
-    return {"root": root, "store": store, "targets": targets, "base": base, "runner": runner}
+    return {
+        "root": root,
+        "store": store,
+        "targets": targets,
+        "base": base,
+        "runner": runner,
+        "app": app,
+    }
 
 
-def _invoke(app, workspace, *args: str):
-    return workspace["runner"].invoke(app, [*args, "--root", workspace["root"]])
+def _attribute(workspace, *args: str):
+    """``airrep attribute --dataset pool ARGS...``, exit status 0 checked."""
+    result = invoke(workspace, "attribute", "--dataset", "pool", *args)
+    assert result.exit_code == 0, result.output
+    return result
 
 
 def _stored(workspace) -> tuple[np.ndarray, np.ndarray]:
@@ -143,27 +154,14 @@ def _stored(workspace) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_cli_embed_again_encodes_nothing(app, workspace) -> None:
-    result = _invoke(app, workspace, "embed", "--dataset", "pool", "--preset", "tiny")
+    result = invoke(workspace, "embed", "--dataset", "pool", "--preset", "tiny")
     assert result.exit_code == 0, result.output
     assert "0 encoded, 48 reused, 0 parts written; view exists" in result.output
 
 
 def test_cli_attribute_matches_brute_force_in_every_format(app, workspace, encoder) -> None:
     targets = workspace["targets"]
-    result = _invoke(
-        app,
-        workspace,
-        "attribute",
-        "--dataset",
-        "pool",
-        "--queries",
-        str(targets),
-        "--k",
-        "5",
-        "--format",
-        "jsonl",
-    )
-    assert result.exit_code == 0, result.output
+    result = _attribute(workspace, "--queries", str(targets), "--k", "5", "--format", "jsonl")
     records = [json.loads(line) for line in result.stdout.splitlines()]
     queries = read_queries(targets)
     embeddings, ids = _stored(workspace)
@@ -186,12 +184,8 @@ def test_cli_attribute_matches_brute_force_in_every_format(app, workspace, encod
     assert all(e.startswith("gsm8k-") for e in top1)
 
     parquet = workspace["base"] / "attribution.parquet"
-    result = _invoke(
-        app,
+    result = _attribute(
         workspace,
-        "attribute",
-        "--dataset",
-        "pool",
         "--queries",
         str(targets),
         "--k",
@@ -201,23 +195,11 @@ def test_cli_attribute_matches_brute_force_in_every_format(app, workspace, encod
         "--output",
         str(parquet),
     )
-    assert result.exit_code == 0, result.output
     assert pq.read_table(parquet).to_pylist() == records
 
-    result = _invoke(
-        app,
-        workspace,
-        "attribute",
-        "--dataset",
-        "pool",
-        "--prompt",
-        queries[0].prompt,
-        "--response",
-        queries[0].response,
-        "--k",
-        "3",
+    result = _attribute(
+        workspace, "--prompt", queries[0].prompt, "--response", queries[0].response, "--k", "3"
     )
-    assert result.exit_code == 0, result.output
     assert "helpful" in result.output and "harmful" in result.output
     assert records[0]["example_id"] in result.output
 
@@ -272,8 +254,7 @@ def test_cli_group_influence_matches_the_formula(app, workspace, encoder) -> Non
     members = [ids[1], ids[30], ids[45], ids[7]]
     subset = workspace["base"] / "subset.txt"
     subset.write_text("\n".join(members) + "\n", encoding="utf-8")
-    result = _invoke(
-        app,
+    result = invoke(
         workspace,
         "group-influence",
         "--dataset",
@@ -299,22 +280,7 @@ def test_cli_group_influence_matches_the_formula(app, workspace, encoder) -> Non
 
 def test_cli_select_writes_an_importable_dataset(app, workspace, encoder) -> None:
     output = workspace["base"] / "selected.jsonl"
-    result = _invoke(
-        app,
-        workspace,
-        "select",
-        "--dataset",
-        "pool",
-        "--target",
-        str(workspace["targets"]),
-        "--budget",
-        "10",
-        "--output",
-        str(output),
-        "--import-as",
-        "selected",
-    )
-    assert result.exit_code == 0, result.output
+    select_from_pool(workspace, 10, output, "--import-as", "selected")
     embeddings, ids = _stored(workspace)
     scores = encoder.encode_examples(read_queries(workspace["targets"])) @ embeddings.T
     rankings = [np.argsort(-row, kind="stable").tolist() for row in scores]
@@ -385,7 +351,7 @@ def test_cli_bad_input_exits_with_a_clear_error(app, workspace, args, message) -
         "BAD": str(base / "bad.jsonl"),
         "SUBSET": str(base / "unknown-ids.txt"),
     }
-    result = _invoke(app, workspace, *[replace.get(a, a) for a in args])
+    result = invoke(workspace, *[replace.get(a, a) for a in args])
     assert result.exit_code == 1, result.output
     assert message in " ".join(result.output.split()), result.output
 

@@ -15,7 +15,7 @@ from airrep_cli import REPO, airrep, airrep_command, airrep_env, write_jsonl
 from s3_server import BUCKET, MotoS3
 
 from storage.artifacts import ArtifactStore
-from storage.datasets import list_datasets
+from storage.dataset_heads import list_datasets
 from storage.errors import StorageError
 from storage.root import StorageRoot
 

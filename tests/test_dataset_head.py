@@ -16,7 +16,7 @@ from prefect_server import LocalPrefectServer
 
 from flows.events import DATASET_UPDATED
 from storage.artifacts import ArtifactStore
-from storage.datasets import dataset_history, latest_version
+from storage.dataset_heads import dataset_history, latest_version
 
 A = [
     {"prompt": "What is 2+2?", "response": "4"},

@@ -20,7 +20,8 @@ from airrep_core.config.embedding import EmbeddingConfig
 from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
 from storage.artifacts import ArtifactStore
-from storage.datasets import DatasetVersion, import_dataset, read_examples
+from storage.dataset_heads import DatasetVersion
+from storage.datasets import import_dataset, read_examples
 from storage.embedding_store import (
     PART_STAGE,
     VIEW_STAGE,
@@ -46,6 +47,7 @@ from tasks.embeddings import (
 MAX_LENGTH = 32
 PART_ROWS = 8
 CONFIG = EmbeddingConfig.preset("tiny", part_rows=PART_ROWS, batch_size=16)
+SPEC = StoreSpec("enc-a")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,12 @@ def publish_encoder(store: ArtifactStore, encoder_dir: Path, name: str = "enc-a"
     return store.build("encoder", name, config={"name": name}, inputs=[], writer=writer).key
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    """An empty store under ``tmp_path/store``."""
+    return ArtifactStore(f"file://{tmp_path / 'store'}")
+
+
 def import_lines(
     store: ArtifactStore, tmp_path: Path, lines: list[str], name: str
 ) -> DatasetVersion:
@@ -101,8 +109,10 @@ def import_lines(
 
 
 def refresh(
-    store: ArtifactStore, spec: StoreSpec, version: DatasetVersion, embed: Callable
+    store: ArtifactStore, version: DatasetVersion, embed: Callable, spec: StoreSpec = SPEC
 ) -> object:
+    """``refresh_view`` of ``version`` into the store of ``spec`` (default: encoder ``enc-a``,
+    float32), in parts of ``PART_ROWS`` rows."""
     return refresh_view(
         store, spec, version.version, read_examples(store, version), embed, part_rows=PART_ROWS
     )
@@ -113,20 +123,18 @@ def published(store: ArtifactStore, stage: str) -> list[str]:
 
 
 def test_incremental_refresh_encodes_only_new_rows_and_equals_full(
-    tmp_path, encoder, dolly_lines
+    tmp_path, store, encoder, dolly_lines
 ) -> None:
-    store = ArtifactStore(f"file://{tmp_path / 'store'}")
-    spec = StoreSpec("enc-a")
     v1 = import_lines(store, tmp_path, dolly_lines[:24], "dolly")
     first = CountingEmbed(encoder)
-    result = refresh(store, spec, v1, first)
+    result = refresh(store, v1, first)
     assert (result.rows, result.encoded, result.parts_written) == (24, 24, 3)
     assert first.rows == 24
 
     # v2: rows 0-3 deleted, rows 24-31 added
     v2 = import_lines(store, tmp_path, dolly_lines[4:32], "dolly")
     second = CountingEmbed(encoder)
-    result = refresh(store, spec, v2, second)
+    result = refresh(store, v2, second)
     new_hashes = set(read_examples(store, v2).column("content_hash").to_pylist()) - set(
         read_examples(store, v1).column("content_hash").to_pylist()
     )
@@ -146,26 +154,24 @@ def test_incremental_refresh_encodes_only_new_rows_and_equals_full(
     fresh_store = ArtifactStore(f"file://{tmp_path / 'fresh'}")
     v2_fresh = import_lines(fresh_store, tmp_path, dolly_lines[4:32], "dolly")
     assert v2_fresh.version == v2.version
-    full = load_view(fresh_store, refresh(fresh_store, spec, v2_fresh, CountingEmbed(encoder)).view)
+    full = load_view(fresh_store, refresh(fresh_store, v2_fresh, CountingEmbed(encoder)).view)
     assert full.example_ids.tolist() == incremental.example_ids.tolist()
     # Different batches pad differently; the encoder's numbers agree to float32 rounding.
     np.testing.assert_allclose(incremental.embeddings, full.embeddings, rtol=1e-5, atol=1e-5)
 
     # refreshing again encodes nothing and publishes nothing
     again = CountingEmbed(encoder)
-    result = refresh(store, spec, v2, again)
+    result = refresh(store, v2, again)
     assert (again.calls, result.created, result.encoded) == (0, False, 0)
 
 
 def test_killed_refresh_resumes_and_leaves_nothing_half_visible(
-    tmp_path, encoder, dolly_lines
+    tmp_path, store, encoder, dolly_lines
 ) -> None:
-    store = ArtifactStore(f"file://{tmp_path / 'store'}")
-    spec = StoreSpec("enc-a")
     version = import_lines(store, tmp_path, dolly_lines[:24], "dolly")
     failing = CountingEmbed(encoder, fail_on_call=2)
     with pytest.raises(RuntimeError, match="injected failure"):
-        refresh(store, spec, version, failing)
+        refresh(store, version, failing)
     assert published(store, VIEW_STAGE) == []
     assert len(published(store, PART_STAGE)) == 1
     part_dir = Path(tmp_path / "store" / PART_STAGE)
@@ -180,14 +186,12 @@ def test_killed_refresh_resumes_and_leaves_nothing_half_visible(
         find_view(store, "enc-a", version.version)
 
     resumed = CountingEmbed(encoder)
-    result = refresh(store, spec, version, resumed)
+    result = refresh(store, version, resumed)
     assert resumed.rows == 16 and result.encoded == 16 and result.parts_written == 2
     view = load_view(store, result.view)
     fresh_store = ArtifactStore(f"file://{tmp_path / 'fresh'}")
     fresh_version = import_lines(fresh_store, tmp_path, dolly_lines[:24], "dolly")
-    full = load_view(
-        fresh_store, refresh(fresh_store, spec, fresh_version, CountingEmbed(encoder)).view
-    )
+    full = load_view(fresh_store, refresh(fresh_store, fresh_version, CountingEmbed(encoder)).view)
     assert view.example_ids.tolist() == full.example_ids.tolist()
     np.testing.assert_allclose(view.embeddings, full.embeddings, rtol=1e-5, atol=1e-5)
 
@@ -218,8 +222,8 @@ def test_float16_round_trip(tmp_path, encoder, dolly_lines, root_kind) -> None:
     store = ArtifactStore(uri)
     version = import_lines(store, tmp_path, dolly_lines[:12], "dolly")
     embed = MemoEmbed(encoder)
-    f32 = load_view(store, refresh(store, StoreSpec("enc-a", "float32"), version, embed).view)
-    f16 = load_view(store, refresh(store, StoreSpec("enc-a", "float16"), version, embed).view)
+    f32 = load_view(store, refresh(store, version, embed, StoreSpec("enc-a", "float32")).view)
+    f16 = load_view(store, refresh(store, version, embed, StoreSpec("enc-a", "float16")).view)
     assert f32.embeddings.dtype == np.float32 and f16.embeddings.dtype == np.float16
     np.testing.assert_array_equal(f16.embeddings, f32.embeddings.astype(np.float16))
     # the Parquet parts hold the same numbers (schema ``embeddings``, float16 values)
@@ -236,7 +240,7 @@ def test_float16_round_trip(tmp_path, encoder, dolly_lines, root_kind) -> None:
     np.testing.assert_allclose(f16.embeddings, f32.embeddings, rtol=1e-3, atol=1e-3)
 
 
-def test_a_long_prompt_gets_the_same_vector_in_the_store_and_as_a_query(tmp_path) -> None:
+def test_a_long_prompt_gets_the_same_vector_in_the_store_and_as_a_query(tmp_path, store) -> None:
     """The pipeline's store and a query embed the same text: the prompt cut to the encoder's own
     ``max_prompt_words`` (12 here, below the 256-word default), so a long-prompt example stored
     in the pool is exactly the vector it gets as a query."""
@@ -244,7 +248,6 @@ def test_a_long_prompt_gets_the_same_vector_in_the_store_and_as_a_query(tmp_path
         "all-MiniLM-L6-v2", max_length=MAX_LENGTH * 4, max_prompt_words=12
     )
     encoder_dir = short.save(tmp_path / "encoder")
-    store = ArtifactStore(f"file://{tmp_path / 'store'}")
     long_prompt = " ".join(f"word{i}" for i in range(40))
     lines = [
         json.dumps({"prompt": long_prompt + " tail words differ", "response": "a"}) + "\n",
@@ -262,9 +265,8 @@ def test_a_long_prompt_gets_the_same_vector_in_the_store_and_as_a_query(tmp_path
 
 
 def test_new_encoder_gets_its_own_store_and_the_old_stays_until_removed(
-    tmp_path, encoder, encoder_dir, dolly_lines
+    tmp_path, store, encoder, encoder_dir, dolly_lines
 ) -> None:
-    store = ArtifactStore(f"file://{tmp_path / 'store'}")
     version = import_lines(store, tmp_path, dolly_lines[:8], "dolly")
     old_key = publish_encoder(store, encoder_dir, "enc-old")
     other = AirRepEncoder.from_backbone(
@@ -291,8 +293,7 @@ def test_new_encoder_gets_its_own_store_and_the_old_stays_until_removed(
     )
 
 
-def test_bad_inputs_raise_clear_errors(tmp_path, dolly_lines) -> None:
-    store = ArtifactStore(f"file://{tmp_path / 'store'}")
+def test_bad_inputs_raise_clear_errors(tmp_path, store, dolly_lines) -> None:
     version = import_lines(store, tmp_path, dolly_lines[:4], "dolly")
     with pytest.raises(EncoderNotFound, match="no encoder checkpoint"):
         resolve_encoder(store)
@@ -310,11 +311,11 @@ def test_bad_inputs_raise_clear_errors(tmp_path, dolly_lines) -> None:
         return np.zeros((rows.num_rows + 1, 4), np.float32)
 
     with pytest.raises(StorageError, match=r"embed returned shape \(5, 4\) for 4 rows"):
-        refresh(store, StoreSpec("enc-a"), version, wrong_shape)
+        refresh(store, version, wrong_shape)
 
     def not_finite(rows: pa.Table) -> np.ndarray:
         return np.full((rows.num_rows, 4), np.nan, np.float32)
 
     with pytest.raises(StorageError, match="NaN/inf"):
-        refresh(store, StoreSpec("enc-a"), version, not_finite)
+        refresh(store, version, not_finite)
     assert published(store, PART_STAGE) == [] and published(store, VIEW_STAGE) == []

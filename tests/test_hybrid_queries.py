@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import typer
+from airrep_cli import select_from_pool
 from typer.testing import CliRunner
 
 from airrep_core.config.baselines import Bm25Config
@@ -20,7 +21,8 @@ from airrep_core.methods.airrep import AirRepAttributor
 from airrep_core.methods.lexical import Bm25Attributor
 from flows.cli_query import register
 from storage.artifacts import ArtifactStore
-from storage.datasets import import_dataset, latest_version, read_examples
+from storage.dataset_heads import latest_version
+from storage.datasets import import_dataset, read_examples
 from storage.embedding_store import find_view, load_view
 from storage.sample_data import sample_data_dir
 from storage.shapes import FieldMapping
@@ -126,23 +128,7 @@ def test_attribute_and_group_influence_use_the_hybrid_score(workspace, tmp_path)
 
 def test_cli_select_ranks_by_the_hybrid_score(workspace, tmp_path):
     output = tmp_path / "selected.jsonl"
-    result = workspace["runner"].invoke(
-        workspace["app"],
-        [
-            "select",
-            "--dataset",
-            "pool",
-            "--target",
-            str(workspace["targets"]),
-            "--budget",
-            "6",
-            "--output",
-            str(output),
-            "--root",
-            workspace["root"],
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    select_from_pool(workspace, 6, output)
     chosen = [json.loads(line)["id"] for line in output.read_text().splitlines()]
     queries = [
         Example(f"t{i}", r["question"], r["answer"])

@@ -12,7 +12,7 @@ from pathlib import Path
 from airrep_cli import REPO, airrep, airrep_command, airrep_env, write_jsonl
 
 from storage.artifacts import ArtifactStore
-from storage.datasets import list_datasets
+from storage.dataset_heads import list_datasets
 
 ROWS = 150_000
 

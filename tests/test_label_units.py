@@ -16,7 +16,8 @@ import pytest
 
 from airrep_core.config.labels import EvaluationSamplingConfig, LabelsConfig
 from storage.artifacts import ArtifactStore
-from storage.datasets import DatasetVersion, import_dataset
+from storage.dataset_heads import DatasetVersion
+from storage.datasets import import_dataset
 from storage.sample_data import sample_data_dir
 from storage.tables import read_table
 from tasks.corpus import load_corpus
@@ -40,7 +41,7 @@ RUN_SCRIPT = """
 import sys
 from airrep_core.config.labels import LabelsConfig
 from storage.artifacts import ArtifactStore
-from storage.datasets import latest_version
+from storage.dataset_heads import latest_version
 from tasks.labels import generate_labels
 
 store = ArtifactStore(sys.argv[1])

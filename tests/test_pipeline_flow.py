@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 import pytest
@@ -137,22 +138,48 @@ def check_queries_after_pipeline(store: ArtifactStore, result: dict) -> None:
     assert [s.order for s in selected] == sorted(s.order for s in selected)
 
 
-def store_with(tmp_path: Path, data_files: dict[str, Path]) -> tuple[str, ArtifactStore]:
-    """A fresh store under ``tmp_path`` holding every data file as a dataset of its name."""
+class FirstRun(NamedTuple):
+    """A store holding every data file as a dataset of its name, and the pipeline's first run."""
+
+    root: str
+    store: ArtifactStore
+    config: PipelineConfig
+    result: dict
+
+
+@pytest.fixture
+def first_run(prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]) -> FirstRun:
+    """A fresh store under ``tmp_path`` with ``data_files`` imported, and the pipeline run on it
+    once with ``small_config()``."""
     root = (tmp_path / "store").as_uri()
     store = ArtifactStore(root)
     for name, path in data_files.items():
         import_dataset(store, [path], name)
-    return root, store
+    config = small_config()
+    return FirstRun(root, store, config, run(root, config))
+
+
+def with_more_dolly(data_files: dict[str, Path], name: str, skip: int) -> list[dict]:
+    """The 40 rows of data file ``name`` and 5 more Dolly rows (after the first ``skip``)."""
+    return read_jsonl(data_files[name], 40) + read_jsonl(
+        SAMPLE_DATASETS["dolly"].paths()[0], 5, skip=skip
+    )
+
+
+def rerun_with(
+    first_run: FirstRun, data_files: dict[str, Path], name: str, rows: list[dict]
+) -> tuple[dict, dict[str, set[str]]]:
+    """Write ``rows`` to data file ``name``, import them as a new version of dataset ``name``
+    and run the pipeline again: its result and the artifact keys by stage after it."""
+    store = first_run.store
+    import_dataset(store, [write_jsonl(data_files[name], rows)], name)
+    return run(first_run.root, first_run.config), keys_by_stage(store)
 
 
 def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
-    prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
+    first_run: FirstRun, data_files: dict[str, Path]
 ) -> None:
-    root, store = store_with(tmp_path, data_files)
-    config = small_config()
-
-    first = run(root, config)
+    root, store, config, first = first_run
     assert first["labels"].summary["rows"] == (
         config.labels.sampling.n_splits
         * config.labels.sampling.n_subsets
@@ -174,12 +201,9 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
     print(f"rerun without changes: {rerun_seconds:.1f}s")
 
     # A new version of the pool: only its embeddings are new; labels and encoder are reused.
-    pool_rows = read_jsonl(data_files["pool"], 40) + read_jsonl(
-        SAMPLE_DATASETS["dolly"].paths()[0], 5, skip=200
+    third, after_third = rerun_with(
+        first_run, data_files, "pool", with_more_dolly(data_files, "pool", 200)
     )
-    import_dataset(store, [write_jsonl(data_files["pool"], pool_rows)], "pool")
-    third = run(root, config)
-    after_third = keys_by_stage(store)
     new = {stage: after_third[stage] - after_first[stage] for stage in STAGES}
     assert third["encoder"] == first["encoder"] and third["labels"] == first["labels"]
     assert not new["label-unit"] and not new["encoder"] and not new["labels"]
@@ -188,12 +212,9 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
 
     # A new version of one evaluation set: only its ground truth, its scores and the report.
     truths_before = ground_truth_keys(store)
-    eval_rows = read_jsonl(data_files["eval_a"], 40) + read_jsonl(
-        SAMPLE_DATASETS["dolly"].paths()[0], 5, skip=500
+    fourth, after_fourth = rerun_with(
+        first_run, data_files, "eval_a", with_more_dolly(data_files, "eval_a", 500)
     )
-    import_dataset(store, [write_jsonl(data_files["eval_a"], eval_rows)], "eval_a")
-    fourth = run(root, config)
-    after_fourth = keys_by_stage(store)
     new = {stage: after_fourth[stage] - after_third[stage] for stage in STAGES}
     truths_after = ground_truth_keys(store)
     assert truths_after["eval_b"] == truths_before["eval_b"]
@@ -210,9 +231,7 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
     # A new version of the corpus: labels, encoder, embeddings and every ground truth downstream
     # (the base LM warms up on the corpus) are recomputed.
     corpus_rows = read_jsonl(data_files["corpus"], 200)[:-10]
-    import_dataset(store, [write_jsonl(data_files["corpus"], corpus_rows)], "corpus")
-    fifth = run(root, config)
-    after_fifth = keys_by_stage(store)
+    fifth, after_fifth = rerun_with(first_run, data_files, "corpus", corpus_rows)
     assert fifth["labels"] != fourth["labels"] and fifth["encoder"] != fourth["encoder"]
     assert after_fifth["label-unit"] > after_fourth["label-unit"]
     assert fifth["embeddings"].key not in after_fourth["embeddings"]
@@ -221,12 +240,8 @@ def test_pipeline_end_to_end_then_rebuilds_only_what_changed(
     assert fifth["evaluation"].key not in after_fourth["evaluation-report"]
 
 
-def test_cached_result_whose_artifact_was_deleted_is_recomputed(
-    prefect_harness: None, tmp_path: Path, data_files: dict[str, Path]
-) -> None:
-    root, store = store_with(tmp_path, data_files)
-    config = small_config()
-    first = run(root, config)
+def test_cached_result_whose_artifact_was_deleted_is_recomputed(first_run: FirstRun) -> None:
+    root, store, config, first = first_run
     store.delete(first["embeddings"].resolve())
     assert not first["embeddings"].exists()
     second = run(root, config)

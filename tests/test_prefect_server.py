@@ -184,6 +184,6 @@ def test_data_import_event_triggers_the_rebuild_deployment(
             time.sleep(2)
     assert runs, "no rebuild flow run was created by the trigger within 120 s"
     assert runs[0].parameters["dataset"] == "fresh"
-    from storage.datasets import latest_version
+    from storage.dataset_heads import latest_version
 
     assert runs[0].parameters["version"] == latest_version(version, "fresh").version

@@ -36,6 +36,26 @@ def _positive(config: StageConfig, *names: str) -> None:
         require(isinstance(value, int) and value >= 1, config, name, value, "an int >= 1")
 
 
+def _validate_subset_draw(config: SamplingConfig | EvaluationSamplingConfig, *counts: str) -> None:
+    """The checks of a seeded draw of subsets from a pool: ``seed`` an int >= 0, each of
+    ``counts`` an int >= 1, ``subset_size <= pool_size`` (in this order)."""
+    require(
+        isinstance(config.seed, int) and config.seed >= 0,
+        config,
+        "seed",
+        config.seed,
+        "an int >= 0",
+    )
+    _positive(config, *counts)
+    require(
+        config.subset_size <= config.pool_size,
+        config,
+        "subset_size",
+        config.subset_size,
+        f"<= pool_size ({config.pool_size})",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig(StageConfig):
     """Splits and subsets of the label-generation corpus (a pure function of (seed, split))."""
@@ -76,16 +96,8 @@ class SamplingConfig(StageConfig):
     }
 
     def validate(self) -> None:
-        require(
-            isinstance(self.seed, int) and self.seed >= 0, self, "seed", self.seed, "an int >= 0"
-        )
-        _positive(self, "n_splits", "n_targets", "pool_size", "n_subsets", "subset_size")
-        require(
-            self.subset_size <= self.pool_size,
-            self,
-            "subset_size",
-            self.subset_size,
-            f"<= pool_size ({self.pool_size})",
+        _validate_subset_draw(
+            self, "n_splits", "n_targets", "pool_size", "n_subsets", "subset_size"
         )
 
 
@@ -106,17 +118,7 @@ class EvaluationSamplingConfig(StageConfig):
     }
 
     def validate(self) -> None:
-        require(
-            isinstance(self.seed, int) and self.seed >= 0, self, "seed", self.seed, "an int >= 0"
-        )
-        _positive(self, "pool_size", "n_test", "n_subsets", "subset_size")
-        require(
-            self.subset_size <= self.pool_size,
-            self,
-            "subset_size",
-            self.subset_size,
-            f"<= pool_size ({self.pool_size})",
-        )
+        _validate_subset_draw(self, "pool_size", "n_test", "n_subsets", "subset_size")
 
 
 @dataclasses.dataclass(frozen=True)

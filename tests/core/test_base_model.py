@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lm_fixtures import p3_example_records, read_p3_pairs
+from lm_fixtures import read_p3_pairs
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -29,19 +29,6 @@ CPU = torch.device("cpu")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def corpus() -> list[Example]:
-    return p3_example_records(0, 16)
-
-
-@pytest.fixture(scope="module")
-def built(
-    corpus: list[Example], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, BaseModelReport]:
-    out = tmp_path_factory.mktemp("base")
-    return out, build_base_model(corpus, CONFIG, out)
 
 
 def test_scratch_model_is_a_normal_hf_directory_and_warm_up_lowers_heldout_loss(

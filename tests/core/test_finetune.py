@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lm_fixtures import p3_example_records
 
-from airrep_core.config.labels import BaseModelConfig, FinetuneConfig
+from airrep_core.config.labels import FinetuneConfig
 from airrep_core.data.examples import Example
-from airrep_core.lm.base_model import build_base_model
+from airrep_core.lm.base_model import BaseModelReport
 from airrep_core.lm.data import collate
 from airrep_core.lm.finetune import SubsetFinetuner, lr_multiplier, response_token_loss
 from airrep_core.lm.loss import TransformersLossBackend, tokenize_pairs
@@ -24,15 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def examples() -> list[Example]:
-    return p3_example_records(0, 16)
-
-
-@pytest.fixture(scope="module")
-def base_dir(examples: list[Example], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("base")
-    build_base_model(examples, BaseModelConfig.preset("tiny"), out)
-    return out
+def base_dir(built: tuple[Path, BaseModelReport]) -> Path:
+    """The directory of the ``tiny`` base LM (``conftest.built``)."""
+    return built[0]
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +39,10 @@ def subsets(examples: list[Example]) -> tuple[list[Example], list[Example], list
 
 
 def test_response_token_loss_equals_the_models_own_loss_and_gradient(
-    finetuner: SubsetFinetuner, examples: list[Example]
+    finetuner: SubsetFinetuner, corpus: list[Example]
 ) -> None:
     model = finetuner.model
-    pairs = [(e.prompt, e.response) for e in examples[:6]]
+    pairs = [(e.prompt, e.response) for e in corpus[:6]]
     batch = collate(tokenize_pairs(finetuner.tokenizer, pairs, CONFIG.max_length), finetuner.pad_id)
     ours, n_tokens = response_token_loss(model, batch, CPU, "float32")
     (ours_grad,) = torch.autograd.grad(ours, [model.model.layers[0].mlp.up_proj.weight])
@@ -61,9 +54,9 @@ def test_response_token_loss_equals_the_models_own_loss_and_gradient(
 
 
 def test_every_subset_starts_from_the_same_weights_and_seed(
-    finetuner: SubsetFinetuner, base_dir: Path, examples: list[Example]
+    finetuner: SubsetFinetuner, base_dir: Path, corpus: list[Example]
 ) -> None:
-    first, second, targets = subsets(examples)
+    first, second, targets = subsets(corpus)
     losses_first, stats = finetuner.run(first, targets)
     losses_second, _ = finetuner.run(second, targets)
     again, _ = finetuner.run(first, targets)
@@ -76,9 +69,9 @@ def test_every_subset_starts_from_the_same_weights_and_seed(
 
 
 def test_fine_tuning_lowers_the_subsets_own_loss(
-    finetuner: SubsetFinetuner, examples: list[Example]
+    finetuner: SubsetFinetuner, corpus: list[Example]
 ) -> None:
-    first, _, _ = subsets(examples)
+    first, _, _ = subsets(corpus)
     finetuner.reset()
     before = finetuner.target_losses(first)
     finetuner.train(first)
@@ -87,9 +80,9 @@ def test_fine_tuning_lowers_the_subsets_own_loss(
 
 
 def test_in_process_losses_equal_the_loss_backend_on_the_saved_model(
-    finetuner: SubsetFinetuner, examples: list[Example], tmp_path: Path
+    finetuner: SubsetFinetuner, corpus: list[Example], tmp_path: Path
 ) -> None:
-    first, _, targets = subsets(examples)
+    first, _, targets = subsets(corpus)
     finetuner.train(first)
     in_process = finetuner.target_losses(targets)
     finetuner.model.save_pretrained(tmp_path)
@@ -100,9 +93,9 @@ def test_in_process_losses_equal_the_loss_backend_on_the_saved_model(
 
 
 def test_bf16_evaluation_is_close_to_float32(
-    finetuner: SubsetFinetuner, examples: list[Example]
+    finetuner: SubsetFinetuner, corpus: list[Example]
 ) -> None:
-    first, _, targets = subsets(examples)
+    first, _, targets = subsets(corpus)
     finetuner.train(first)
     fp32 = finetuner.target_losses(targets)
     bf16 = finetuner.target_losses(targets, precision="bf16")
@@ -110,7 +103,7 @@ def test_bf16_evaluation_is_close_to_float32(
 
 
 def test_lora_trains_only_the_adapter_and_restarts_identically(
-    base_dir: Path, examples: list[Example]
+    base_dir: Path, corpus: list[Example]
 ) -> None:
     config = CONFIG.replace(method="lora", lora_rank=4, learning_rate=1e-2)
     lora = SubsetFinetuner(base_dir, config)
@@ -119,7 +112,7 @@ def test_lora_trains_only_the_adapter_and_restarts_identically(
     frozen = {
         n: p.detach().clone() for n, p in lora.model.named_parameters() if not p.requires_grad
     }
-    first, second, targets = subsets(examples)
+    first, second, targets = subsets(corpus)
     losses_first, _ = lora.run(first, targets)
     lora.run(second, targets)
     again, _ = lora.run(first, targets)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from storage.artifacts import ArtifactStore
-from storage.datasets import import_dataset, latest_version, read_examples
+from storage.dataset_heads import latest_version
+from storage.datasets import import_dataset, read_examples
 
 AIRREP = Path(sys.executable).parent / "airrep"
 REPO = Path(__file__).resolve().parents[2]

@@ -13,13 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.artifacts import ArtifactStore
+from storage.dataset_heads import dataset_versions, find_version, latest_version, list_datasets
 from storage.datasets import (
     content_hash,
-    dataset_versions,
-    find_version,
     import_dataset,
-    latest_version,
-    list_datasets,
     read_examples,
     read_skipped,
     sample_dataset,

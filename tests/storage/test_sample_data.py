@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from storage.artifacts import ArtifactStore
-from storage.datasets import DatasetVersion, import_dataset, read_examples, read_skipped
+from storage.dataset_heads import DatasetVersion
+from storage.datasets import import_dataset, read_examples, read_skipped
 from storage.sample_data import SAMPLE_DATASETS, sample_data_dir, sample_dataset
 
 pytestmark = pytest.mark.skipif(

@@ -14,12 +14,8 @@ from pathlib import Path
 import pytest
 
 from storage.artifacts import ArtifactStore
-from storage.datasets import (
-    import_dataset,
-    read_examples,
-    read_skipped,
-    validate_dataset_name,
-)
+from storage.dataset_heads import validate_dataset_name
+from storage.datasets import import_dataset, read_examples, read_skipped
 from storage.errors import DataValidationError, FormatDetectionError
 from storage.formats import RawRecord, count_array_items, input_files
 from storage.shapes import DETECTION_RULES, SHAPE_RULES, detect_shape, detection_rules_text

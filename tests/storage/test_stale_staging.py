@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from storage.artifacts import STALE_STAGING_AGE_S, ArtifactStore, host_tag
+from storage.artifacts import ArtifactStore
+from storage.staging import STALE_STAGING_AGE_S, host_tag
 
 
 def _build(store: ArtifactStore, key: str) -> None:
