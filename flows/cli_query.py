@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -49,6 +49,9 @@ from storage.datasets import read_examples
 from storage.errors import DataValidationError, StorageError
 from storage.formats import file_stem, input_files, read_records
 from storage.shapes import file_rows
+
+if TYPE_CHECKING:
+    from airrep_core.attribution.index import AttributionIndex
 
 OUTPUT_FORMATS = ("table", "jsonl", "parquet")
 PRESETS = ("tiny", "mini", "paper")
@@ -108,6 +111,24 @@ def _dataset(store: ArtifactStore, name: str, version: str | None) -> DatasetVer
 
 def _search_config(preset: str, **overrides: Any) -> SearchConfig:
     return SearchConfig.preset(preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _open_index(
+    store: ArtifactStore,
+    encoder: str | None,
+    dataset: str,
+    version: str | None,
+    config: SearchConfig,
+    dtype: str | None,
+) -> tuple[AttributionIndex, DatasetVersion]:
+    """The attribution index of a query command (``--encoder``, ``--dataset``/``--version``,
+    ``--dtype``) and the dataset version it searches."""
+    from tasks.embeddings import open_index, resolve_encoder  # imports torch
+
+    encoder_ref = resolve_encoder(store, encoder)
+    chosen = _dataset(store, dataset, version)
+    attribution, _ = open_index(store, encoder_ref, chosen, config, dtype=dtype)
+    return attribution, chosen
 
 
 # ---- input files -----------------------------------------------------------------------------
@@ -313,14 +334,10 @@ def attribute_command(
     with _clear_errors():
         store = _store(root)
         query_list = _queries_from_options(prompt, response, queries, "queries")
-        from tasks.embeddings import open_index, resolve_encoder  # imports torch
-
-        encoder_ref = resolve_encoder(store, encoder)
-        chosen = _dataset(store, dataset, version)
         if k < 1:
             raise ValueError(f"--k {k} is invalid; allowed: 1 or more")
         config = _search_config(preset, k=k, index=index)
-        attribution, _ = open_index(store, encoder_ref, chosen, config, dtype=dtype)
+        attribution, chosen = _open_index(store, encoder, dataset, version, config, dtype)
         per_direction = min(k, -(-attribution.rows // 2))
         if per_direction < k:
             _note(
@@ -353,12 +370,8 @@ def group_influence_command(
         store = _store(root)
         target_list = _queries_from_options(prompt, response, targets, "targets")
         ids = read_subset_ids(subset)
-        from tasks.embeddings import open_index, resolve_encoder  # imports torch
-
-        encoder_ref = resolve_encoder(store, encoder)
-        chosen = _dataset(store, dataset, version)
         config = SearchConfig(pooling=pooling)
-        attribution, _ = open_index(store, encoder_ref, chosen, config, dtype=dtype)
+        attribution, _ = _open_index(store, encoder, dataset, version, config, dtype)
         records = attribution.group_influence(ids, target_list, source=str(subset))
         _emit(records, fmt, output, f"group influence of {subset.name} ({len(ids)} examples)")
 
@@ -386,11 +399,10 @@ def select_command(
         check_output_path(output)
         store = _store(root, writable=True)
         target_list = read_queries(target)
-        from tasks.embeddings import open_index, resolve_encoder, write_selection  # imports torch
+        config = _search_config(preset)
+        attribution, chosen = _open_index(store, encoder, dataset, version, config, dtype)
+        from tasks.embeddings import write_selection  # imports torch
 
-        encoder_ref = resolve_encoder(store, encoder)
-        chosen = _dataset(store, dataset, version)
-        attribution, _ = open_index(store, encoder_ref, chosen, _search_config(preset), dtype=dtype)
         start = time.perf_counter()
         selected = attribution.select(target_list, budget)
         path, imported = write_selection(store, chosen, selected, output, import_as=import_as)

@@ -14,9 +14,10 @@ from prefect import flow, task
 from prefect.deployments import run_deployment
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from airrep_core.config.labels import FinetuneConfig, LabelsConfig
+from airrep_core.config.labels import LabelsConfig
 from tasks.labels import (
     SHARD_TIMEOUT_S,
+    LabelShard,
     Unit,
     gather_labels_task,
     label_shard,
@@ -51,53 +52,30 @@ def shard_name(index: int, units: Sequence[Unit]) -> str:
 
 @flow(
     name="label-shard",
-    flow_run_name="label-shard-{name}",
+    flow_run_name="label-shard-{shard.name}",
     timeout_seconds=SHARD_TIMEOUT_S,
     log_prints=True,
 )
-def label_shard_flow(
-    root: str,
-    dataset: StepRef,
-    base: StepRef,
-    splits: StepRef,
-    finetune: FinetuneConfig,
-    units: list[Unit],
-    name: str,
-) -> list[StepRef]:
+def label_shard_flow(shard: LabelShard) -> list[StepRef]:
     """One shard as its own flow run: what the ``label-shard`` deployment runs on a GPU worker."""
-    return label_shard(root, dataset, base, splits, finetune, units, name)
+    return label_shard(shard)
 
 
-@task(name="dispatch-label-shard", task_run_name="dispatch-{name}")
-def dispatch_shard(
-    deployment: str,
-    root: str,
-    dataset: StepRef,
-    base: StepRef,
-    splits: StepRef,
-    finetune: FinetuneConfig,
-    units: list[Unit],
-    name: str,
-) -> str:
+@task(name="dispatch-label-shard", task_run_name="dispatch-{shard.name}")
+def dispatch_shard(deployment: str, shard: LabelShard) -> str:
     """Run one shard as a flow run of ``deployment`` and wait for it; returns the flow run id."""
     flow_run = run_deployment(
         deployment,
-        parameters={
-            "root": root,
-            "dataset": dataset,
-            "base": base,
-            "splits": splits,
-            "finetune": finetune,
-            "units": units,
-            "name": name,
-        },
-        flow_run_name=f"label-shard-{name}",
+        parameters={"shard": shard},
+        flow_run_name=f"label-shard-{shard.name}",
         timeout=None,
         poll_interval=2,
         tags=["label-shard"],
     )
     if not flow_run.state or not flow_run.state.is_completed():
-        raise RuntimeError(f"label shard {name}: flow run {flow_run.id} ended {flow_run.state}")
+        raise RuntimeError(
+            f"label shard {shard.name}: flow run {flow_run.id} ended {flow_run.state}"
+        )
     return str(flow_run.id)
 
 
@@ -131,25 +109,19 @@ def generate_labels_flow(
     logger = run_logger()
     base = prepare_base_model(root, dataset, config.base)
     splits = sample_splits_task(root, dataset, config.sampling, config.base)
-    shards = plan_shards(splits, shard_size)
-    names = [shard_name(i, units) for i, units in enumerate(shards)]
-    logger.info("%d units in %d shards, dispatch=%s", sum(map(len, shards)), len(shards), dispatch)
+    shards = [
+        LabelShard(root, dataset, base, splits, config.finetune, units, shard_name(i, units))
+        for i, units in enumerate(plan_shards(splits, shard_size))
+    ]
+    n_units = sum(len(shard.units) for shard in shards)
+    logger.info("%d units in %d shards, dispatch=%s", n_units, len(shards), dispatch)
     if dispatch == "deployment":
-        futures = [
-            dispatch_shard.submit(deployment, root, dataset, base, splits, config.finetune, u, n)
-            for u, n in zip(shards, names, strict=True)
-        ]
+        futures = [dispatch_shard.submit(deployment, shard) for shard in shards]
         for future in futures:
             future.result()
     elif dispatch == "local":
         for start in range(0, len(shards), parallel_shards):
-            batch = range(start, min(start + parallel_shards, len(shards)))
-            futures = [
-                label_shard.submit(
-                    root, dataset, base, splits, config.finetune, shards[i], names[i]
-                )
-                for i in batch
-            ]
+            futures = [label_shard.submit(s) for s in shards[start : start + parallel_shards]]
             for future in futures:
                 future.result()
     else:

@@ -179,17 +179,30 @@ def _jsonl_records(path: Path) -> Iterator[RawRecord | DataValidationError]:
                 continue
             if not text.strip():
                 continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield DataValidationError(file, line_no, None, f"malformed JSON: {e.msg}")
-                continue
-            if not isinstance(data, dict):
-                yield DataValidationError(
-                    file, line_no, None, f"expected a JSON object, got {type(data).__name__}"
-                )
-                continue
-            yield RawRecord(file, line_no, data)
+            data = _parse_json(text, file, line_no)
+            if isinstance(data, DataValidationError):
+                yield data
+            else:
+                yield _object_record(file, line_no, data)
+
+
+def _parse_json(text: str, file: str, row: int | None) -> Any | DataValidationError:
+    """``text`` parsed, or a "malformed JSON" error at ``row`` (``None`` for a whole document:
+    the error's line)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        line = e.lineno if row is None else row
+        return DataValidationError(file, line, None, f"malformed JSON: {e.msg}")
+
+
+def _object_record(file: str, row: int, data: Any) -> RawRecord | DataValidationError:
+    """Row ``row`` of ``file`` as a record when its parsed JSON ``data`` is an object."""
+    if isinstance(data, dict):
+        return RawRecord(file, row, data)
+    return DataValidationError(
+        file, row, None, f"expected a JSON object, got {type(data).__name__}"
+    )
 
 
 def _file_lost(error: DataValidationError, records: int) -> DataValidationError:
@@ -213,11 +226,9 @@ def _json_array_records(path: Path) -> Iterator[RawRecord | DataValidationError]
         return
     if not text.strip():
         return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        error = DataValidationError(file, e.lineno, None, f"malformed JSON: {e.msg}")
-        yield _file_lost(error, count_array_items(text))
+    data = _parse_json(text, file, None)
+    if isinstance(data, DataValidationError):
+        yield _file_lost(data, count_array_items(text))
         return
     if not isinstance(data, list):
         yield DataValidationError(
@@ -225,12 +236,7 @@ def _json_array_records(path: Path) -> Iterator[RawRecord | DataValidationError]
         )
         return
     for i, item in enumerate(data, 1):
-        if isinstance(item, dict):
-            yield RawRecord(file, i, item)
-        else:
-            yield DataValidationError(
-                file, i, None, f"expected a JSON object, got {type(item).__name__}"
-            )
+        yield _object_record(file, i, item)
 
 
 def count_array_items(text: str) -> int:

@@ -372,22 +372,39 @@ def prepare_base_model(root: str, dataset: StepRef, config: BaseModelConfig) -> 
     return step
 
 
-@store_task("label-shard", "label-shard-{shard_name}", gpu=True)
-def label_shard(
-    root: str,
-    dataset: StepRef,
-    base: StepRef,
-    splits: StepRef,
-    finetune: FinetuneConfig,
-    units: Sequence[Unit],
-    shard_name: str,
-) -> list[StepRef]:
-    """Fine-tune and evaluate the (split, subset) ``units`` of one shard; existing units are
+@dataclass(frozen=True)
+class LabelShard:
+    """One shard of label work: its (split, subset) units and what they are computed from.
+
+    A flow parameter of the ``label-shard`` deployment, so every field is JSON-serialisable.
+
+    Attributes:
+        root: storage root URI.
+        dataset: the dataset version (``dataset`` artifact).
+        base: the base LM θ₀ (``base_model`` artifact).
+        splits: the splits (``splits`` artifact).
+        finetune: the subset fine-tuning config.
+        units: the shard's ``(split_id, subset_id)`` units.
+        name: a readable shard name (``3-s1.8-s1.15``).
+    """
+
+    root: str
+    dataset: StepRef
+    base: StepRef
+    splits: StepRef
+    finetune: FinetuneConfig
+    units: list[Unit]
+    name: str
+
+
+@store_task("label-shard", "label-shard-{shard.name}", gpu=True)
+def label_shard(shard: LabelShard) -> list[StepRef]:
+    """Fine-tune and evaluate the (split, subset) units of one shard; existing units are
     skipped, so a killed shard resumes where it stopped."""
-    store = open_store(root)
-    corpus = load_corpus(store, dataset.resolve())
-    splits_list = read_splits(store, splits.resolve())
-    progress = Progress(f"label shard {shard_name}: {len(units)} subsets")
+    store = open_store(shard.root)
+    corpus = load_corpus(store, shard.dataset.resolve())
+    splits_list = read_splits(store, shard.splits.resolve())
+    progress = Progress(f"label shard {shard.name}: {len(shard.units)} subsets")
     logger = run_logger()
 
     def report(done: int, total: int, outcome: UnitOutcome) -> None:
@@ -400,10 +417,10 @@ def label_shard(
     outcomes = run_label_units(
         store,
         corpus,
-        base.resolve(),
+        shard.base.resolve(),
         splits_list,
-        finetune,
-        units=[tuple(u) for u in units],
+        shard.finetune,
+        units=[tuple(u) for u in shard.units],
         progress=report,
     )
     return [StepRef.of(store, o.ref, computed=o.computed) for o in outcomes]

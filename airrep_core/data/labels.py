@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from airrep_core.data.shapes import check_shape
+
 LABEL_CLIP = 10.0
 
 
@@ -32,12 +34,12 @@ class SplitLabels:
     losses: np.ndarray
 
     def __post_init__(self) -> None:
-        expected = (len(self.subset_ids), len(self.target_ids))
-        if self.losses.shape != expected:
-            raise ValueError(
-                f"split {self.split_id}: losses has shape {self.losses.shape}, expected "
-                f"(n_subsets, n_targets) = {expected}"
-            )
+        check_shape(
+            f"split {self.split_id} losses",
+            self.losses,
+            "(n_subsets, n_targets)",
+            (len(self.subset_ids), len(self.target_ids)),
+        )
         if len(self.subset_members) != len(self.subset_ids):
             raise ValueError(
                 f"split {self.split_id}: {len(self.subset_members)} member lists for "

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from airrep_core.data.shapes import check_shape
+
 
 @dataclass(frozen=True)
 class TeacherScores:
@@ -32,12 +34,12 @@ class TeacherScores:
     scores: np.ndarray
 
     def __post_init__(self) -> None:
-        expected = (len(self.target_ids), len(self.candidate_ids))
-        if self.scores.shape != expected:
-            raise ValueError(
-                f"teacher scores have shape {self.scores.shape}, expected (n_targets, "
-                f"n_candidates) = {expected}"
-            )
+        check_shape(
+            "teacher scores",
+            self.scores,
+            "(n_targets, n_candidates)",
+            (len(self.target_ids), len(self.candidate_ids)),
+        )
 
 
 def draw_teacher_examples(

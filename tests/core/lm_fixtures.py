@@ -2,8 +2,8 @@
 
 Everything goes through the real loading code: the tokenizer is trained with the ``tokenizers``
 library on real P3 text from the shared data (``$AIRREP_DATA_DIR/flan_p3``), wrapped as a
-``PreTrainedTokenizerFast``; the model is a ``Qwen2ForCausalLM`` from a ``Qwen2Config`` (head size
-32, the smallest vLLM accepts), briefly trained on P3 so that its losses differ between examples;
+``PreTrainedTokenizerFast``; the model is a ``Qwen2ForCausalLM`` built by the pipeline's scratch
+builder ``init_scratch_model`` (head size 32, the smallest vLLM accepts), briefly trained on P3 so that its losses differ between examples;
 the LoRA adapter is trained a few steps with peft on other P3 examples. Both are written with
 ``save_pretrained`` and read back by the code under test from their directories.
 
@@ -23,10 +23,12 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from airrep_core.config.baselines import BLOCK_LINEAR_SUFFIXES
+from airrep_core.config.labels import BaseModelConfig
 from airrep_core.data.examples import Example
+from airrep_core.lm.base_model import init_scratch_model
 from airrep_core.lm.data import collate, tokenize_example
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,23 +122,16 @@ def train_tokenizer(
     return tokenizer
 
 
-def tiny_qwen2(tokenizer: PreTrainedTokenizerFast, seed: int = SEED) -> Qwen2ForCausalLM:
-    """A 2-layer, 128-wide Qwen2 (4 heads of 32, 2 KV heads, tied embeddings), seeded init."""
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+TINY_QWEN2 = BaseModelConfig.preset(
+    "tiny", hidden_size=128, n_heads=4, intermediate_size=256, max_positions=MAX_POSITIONS
+)
+"""The tiny LM's shape: 2 layers, 128 wide, 4 heads of 32, 2 KV heads, tied embeddings."""
+
+
+def tiny_qwen2(tokenizer: PreTrainedTokenizerFast, seed: int = SEED) -> PreTrainedModel:
+    """A ``TINY_QWEN2`` Qwen2 for ``tokenizer``, seeded init (the pipeline's scratch builder)."""
     torch.manual_seed(seed)
-    return Qwen2ForCausalLM(config)
+    return init_scratch_model(TINY_QWEN2, tokenizer)
 
 
 def train_steps(
