@@ -84,6 +84,7 @@ def lds_command(
     from airrep_core.runtime import machine_line
 
     typer.echo(
-        f"This run: {time.perf_counter() - started:.0f} s wall (cached stages only load) on "
+        f"This run: {time.perf_counter() - started:.0f} s wall (stages found in the store are loaded, "
+        f"not recomputed) on "
         f"{machine_line()}"
     )
