@@ -82,8 +82,9 @@ def import_dataset(
     Raises ``DataValidationError`` (file, line, field) on the first bad record, publishing nothing;
     with ``skip_invalid`` bad records are left out and listed in ``skipped.jsonl``. A dataset with
     no valid row is an error either way (naming the first problem and the records lost). Files of
-    different shapes raise ``FormatDetectionError`` naming both files and their shapes. The imported version becomes the latest (a head record
-    when it was stored already and was not the latest).
+    different shapes raise ``FormatDetectionError`` naming both files and their shapes. The
+    imported version becomes the latest (a head record when it was stored already and was not the
+    latest).
     """
     validate_dataset_name(name)
     if isinstance(paths, str | os.PathLike):
