@@ -194,6 +194,10 @@ class ArtifactStore:
             raw = self.root.retrying(lambda: self.root.fs.cat_file(uri), f"read {uri}")
         except FileNotFoundError as e:
             raise ArtifactNotFound(f"no artifact {stage}/{key} in {self.root.uri}") from e
+        return self._ref_of_manifest(stage, key, uri, raw)
+
+    def _ref_of_manifest(self, stage: str, key: str, uri: str, raw: bytes) -> ArtifactRef:
+        """The ref of the manifest ``raw`` read from ``uri``; ``StorageError`` when corrupt."""
         try:
             manifest = json.loads(raw)
         except ValueError as e:
@@ -208,11 +212,22 @@ class ArtifactStore:
         """Every published artifact of ``stage``, oldest first (folders without manifest skipped)."""
         pattern = self.root.join(_checked_stage(stage), "*", MANIFEST_NAME)
         found = self.root.retrying(lambda: self.root.fs.glob(pattern), f"list {stage}")
+        # One batched read (concurrent GETs on S3); a manifest it could not read is read again
+        # by get(), which retries transient faults.
+        bodies = (
+            self.root.retrying(lambda: self.root.fs.cat(found, on_error="return"), f"read {stage}")
+            if found
+            else {}
+        )
         refs = []
         for path in found:
             key = path.rstrip("/").split("/")[-2]
-            with contextlib.suppress(ArtifactNotFound):  # deleted meanwhile
-                refs.append(self.get(stage, key))
+            raw = bodies.get(path)
+            if isinstance(raw, bytes):
+                refs.append(self._ref_of_manifest(stage, key, self._manifest_uri(stage, key), raw))
+            elif not isinstance(raw, FileNotFoundError):
+                with contextlib.suppress(ArtifactNotFound):  # deleted meanwhile
+                    refs.append(self.get(stage, key))
         return sorted(refs, key=lambda r: (r.created_at, r.key))
 
     def open(self, ref: ArtifactRef, filename: str, mode: str = "rb") -> IO[Any]:

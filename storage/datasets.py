@@ -48,7 +48,7 @@ from storage.dataset_heads import (
 from storage.errors import DataValidationError, FormatDetectionError
 from storage.formats import input_files, read_records
 from storage.schemas import table_schema
-from storage.shapes import FieldMapping, ParsedRow, file_rows
+from storage.shapes import DetectionRule, FieldMapping, ParsedRow, file_rows
 from storage.tables import read_table, write_table
 
 EXAMPLES_FILE = "examples.parquet"
@@ -82,8 +82,9 @@ def import_dataset(
     Raises ``DataValidationError`` (file, line, field) on the first bad record, publishing nothing;
     with ``skip_invalid`` bad records are left out and listed in ``skipped.jsonl``. A dataset with
     no valid row is an error either way (naming the first problem and the records lost). Files of
-    different shapes raise ``FormatDetectionError`` naming both files and their shapes. The imported version becomes the latest (a head record
-    when it was stored already and was not the latest).
+    different shapes raise ``FormatDetectionError`` naming both files and their shapes. The
+    imported version becomes the latest (a head record when it was stored already and was not the
+    latest).
     """
     validate_dataset_name(name)
     if isinstance(paths, str | os.PathLike):
@@ -168,14 +169,13 @@ def _parse_files(
     """(rows, skipped problems, shape name) of ``files``, which must all have one shape."""
     parsed: list[ParsedRow] = []
     skipped: list[DataValidationError] = []
-    first: tuple[Path, str, tuple[str, ...]] | None = None  # (file, shape, its fields)
+    first: tuple[Path, DetectionRule] | None = None  # the first file with a shape, and its shape
     for done, path in enumerate(files, 1):
         found = file_rows(read_records(path), mapping)
         if found.shape is not None:
-            shape = (path, found.shape.name, found.shape.fields)
-            first = first or shape
-            if shape[1] != first[1]:
-                raise _mixed_shapes(first, shape)
+            first = first or (path, found.shape)
+            if found.shape.name != first[1].name:
+                raise _mixed_shapes(first, (path, found.shape))
         for item in found.items:
             if isinstance(item, DataValidationError):
                 if not skip_invalid:
@@ -185,14 +185,15 @@ def _parse_files(
                 parsed.append(item)
         if progress is not None:
             progress(done, len(files), path.name)
-    return parsed, skipped, first[1] if first else None
+    return parsed, skipped, first[1].name if first else None
 
 
 def _mixed_shapes(
-    first: tuple[Path, str, tuple[str, ...]], other: tuple[Path, str, tuple[str, ...]]
+    first: tuple[Path, DetectionRule], other: tuple[Path, DetectionRule]
 ) -> FormatDetectionError:
-    def described(shape: tuple[Path, str, tuple[str, ...]]) -> str:
-        return f"{shape[0]} is {shape[1]} ({', '.join(shape[2])})"
+    def described(file_shape: tuple[Path, DetectionRule]) -> str:
+        path, shape = file_shape
+        return f"{path} is {shape.name} ({', '.join(shape.fields)})"
 
     return FormatDetectionError(
         str(other[0]),

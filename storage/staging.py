@@ -92,8 +92,10 @@ def stale_orphans(
         for child in key_dir.iterdir():
             pending = child.name.startswith(f".{manifest_name}.")
             orphan = _ATTEMPT_RE.match(child.name) and child.name != named
+            if not (pending or orphan):  # the published attempt: not walked for its age
+                continue
             age = now - _newest_mtime(child)
-            if (pending or orphan) and age > max_age_s:
+            if age > max_age_s:
                 what = "pending manifest" if pending else "attempt no manifest names"
                 reason = f"{what}, untouched for {age / 3600:.1f} h"
                 found.append(StaleEntry(str(child), reason, _size(child)))

@@ -109,6 +109,30 @@ def test_list_ignores_unpublished_and_delete_unpublishes(store: ArtifactStore) -
     assert store.read_bytes(rebuilt, "a.txt") == b"alpha"
 
 
+def test_list_reads_the_manifests_in_one_batch(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = [
+        store.build("s", f"k{i}", config={"i": i}, inputs=[], writer=_write_two_files)
+        for i in range(3)
+    ]
+    expected = [store.get("s", r.key) for r in built]
+
+    def one_by_one(stage: str, key: str) -> None:
+        raise AssertionError(f"list read {stage}/{key} on its own")
+
+    monkeypatch.setattr(store, "get", one_by_one)
+    listed = store.list("s")
+    assert [(r.key, r.manifest) for r in listed] == [(r.key, r.manifest) for r in expected]
+
+
+def test_list_names_a_corrupt_manifest(store: ArtifactStore) -> None:
+    store.build("s", "k0", config={}, inputs=[], writer=_write_two_files)
+    store.root.fs.pipe_file(store.root.join("s", "k0", MANIFEST_NAME), b"{not json")
+    with pytest.raises(StorageError, match=r"corrupt manifest .*k0"):
+        store.list("s")
+
+
 def test_failing_writer_leaves_nothing(store: ArtifactStore) -> None:
     def failing(directory: Path) -> None:
         (directory / "half.txt").write_text("half")

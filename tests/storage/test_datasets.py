@@ -13,7 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.artifacts import ArtifactStore
-from storage.dataset_heads import dataset_versions, find_version, latest_version, list_datasets
+from storage.dataset_heads import (
+    HEADS_DIR,
+    dataset_history,
+    dataset_versions,
+    find_version,
+    latest_version,
+    list_datasets,
+)
 from storage.datasets import (
     content_hash,
     import_dataset,
@@ -288,6 +295,26 @@ def test_versions(tmp_path: Path, store: ArtifactStore) -> None:
     assert list_datasets(store) == ["qa", "qa_copy"]
     with pytest.raises(ArtifactNotFound, match="datasets: \\['qa', 'qa_copy'\\]"):
         latest_version(store, "nope")
+
+
+def test_a_revert_is_read_back_from_head_records_on_every_backend(
+    tmp_path: Path, store: ArtifactStore
+) -> None:
+    a = _jsonl(tmp_path / "a.jsonl", RECORDS[:2])
+    b = _jsonl(tmp_path / "b.jsonl", RECORDS)
+    first = import_dataset(store, a, "qa")
+    second = import_dataset(store, b, "qa")
+    reverted = import_dataset(store, a, "qa")
+    assert reverted.became_latest and not reverted.created
+    heads = store.root.join("datasets", HEADS_DIR, "qa")
+    store.root.fs.pipe_file(f"{heads}/torn.json", b'{"name": "qa", "ver')  # a torn write
+    history = dataset_history(store, "qa")
+    assert [(e.kind, e.version.version) for e in history] == [
+        ("published", first.version),
+        ("published", second.version),
+        ("re-imported", first.version),
+    ]
+    assert latest_version(store, "qa").version == first.version
 
 
 def test_progress_is_reported_per_file(tmp_path: Path, local_store: ArtifactStore) -> None:
