@@ -27,6 +27,7 @@ from flows.cli_store import store_app
 
 if TYPE_CHECKING:
     from airrep_core.config.pipeline import PipelineConfig
+    from storage.artifacts import ArtifactStore
     from tasks.references import StepRef
     from tasks.run_plan import RunPlan
 
@@ -84,21 +85,20 @@ def run_command(
     from storage.root import default_root_uri
 
     config = pipeline_config(preset, recipe, settings)
-    open_checked_store(root, writable=True)  # fail fast on a root that cannot work
+    store = open_checked_store(root, writable=True)  # fail fast on a root that cannot work
     store_root = root or default_root_uri()
     if plan:
-        from tasks.references import open_store
         from tasks.run_plan import plan_run
 
         with console.status("probing this machine with the preset's models"):
-            run_plan = plan_run(open_store(store_root), preset, config, import_data)
+            run_plan = plan_run(store, preset, config, import_data)
         _print_plan(run_plan)
         return
     # Only Prefect's warnings reach the terminal (its run logs still reach the UI); each stage
     # shows one progress row instead. Prefect reads this when first imported, below.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     started = time.perf_counter()
-    result = _recorded_result(store_root, config, import_data)
+    result = _recorded_result(store, store_root, config, import_data)
     if result is None:
         from flows.cli_errors import failures_to_the_boundary
         from flows.pipeline import pipeline_flow
@@ -117,18 +117,27 @@ def run_command(
     _print_result(result, time.perf_counter() - started)
 
 
-def _recorded_result(root: str, config: PipelineConfig, import_data: bool) -> dict | None:
-    """The recorded result of an identical earlier run (``tasks.run_record``), after importing
-    the sample datasets when asked (a new version means a new run: its update event is emitted
-    here, as the pipeline's import then finds the version already published)."""
-    from storage.datasets import import_dataset
-    from storage.sample_data import SAMPLE_DATASETS
-    from storage.shapes import FieldMapping
-    from tasks.references import open_store
+def _recorded_result(
+    store: ArtifactStore, root: str, config: PipelineConfig, import_data: bool
+) -> dict | None:
+    """The recorded result of an identical earlier run (``tasks.run_record``), or None.
+
+    The record is looked up first (its key holds every dataset's latest version): an import
+    that changes nothing leaves that key as it is, and one that changes a dataset means a new
+    run anyway. So without a record the pipeline's own import is the only parse of the sample
+    files; with one they are imported here to check them, and a changed dataset's update event
+    is emitted here (the pipeline's import then finds the version already published).
+    """
     from tasks.run_record import read_run_record
 
-    store = open_store(root)
+    result = read_run_record(store, config.to_dict(), evaluate=True)
+    if result is None:
+        return None
     if import_data:
+        from storage.datasets import import_dataset
+        from storage.sample_data import SAMPLE_DATASETS
+        from storage.shapes import FieldMapping
+
         with console.status("checking the sample datasets for changes"):
             versions = [
                 import_dataset(
@@ -147,9 +156,7 @@ def _recorded_result(root: str, config: PipelineConfig, import_data: bool) -> di
             for version in created:
                 emit_dataset_updated(version, root)
             return None
-    result = read_run_record(store, config.to_dict(), evaluate=True)
-    if result is not None:
-        console.print("Every stage's artifact is in the store: the recorded result of that run.")
+    console.print("Every stage's artifact is in the store: the recorded result of that run.")
     return result
 
 

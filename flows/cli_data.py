@@ -11,18 +11,17 @@ was not the latest: a revert) emits ``airrep.dataset.updated`` to the configured
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from flows.cli_errors import debug_enabled, open_checked_store
+from flows.cli_errors import clear_errors, open_checked_store
 from storage.artifacts import ArtifactStore
 from storage.dataset_heads import (
     NAME_MAX_LENGTH,
@@ -40,7 +39,6 @@ from storage.shapes import FieldMapping, detection_rules_text
 
 data_app = typer.Typer(help="Import instruction data into versioned datasets and inspect them.")
 console = Console()
-error_console = Console(stderr=True)
 
 RootOption = Annotated[
     str | None,
@@ -48,22 +46,9 @@ RootOption = Annotated[
 ]
 
 
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Turn storage and input errors into one red line on stderr and exit status 1."""
-    try:
-        yield
-    except (StorageError, ValueError, FileNotFoundError) as e:
-        if debug_enabled():
-            raise
-        error_console.print(
-            f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(1) from e
-
-
-def _store(root: str | None, *, writable: bool = False) -> ArtifactStore:
-    return open_checked_store(root, writable=writable)
+def _clear_errors() -> AbstractContextManager[None]:
+    """Storage and input errors end as one red line on stderr and exit status 1."""
+    return clear_errors(StorageError, ValueError, FileNotFoundError)
 
 
 def _progress() -> Progress:
@@ -143,7 +128,7 @@ def import_command(
 ) -> None:
     with _clear_errors():
         mapping = FieldMapping(tuple(prompt_field or ()), response_field, id_field, group_field)
-        store = _store(root, writable=True)
+        store = open_checked_store(root, writable=True)
         start = time.perf_counter()
         with _progress() as progress:
             version = _import_with_bar(
@@ -160,7 +145,7 @@ def import_command(
 def import_samples_command(root: RootOption = None) -> None:
     """Import the sample datasets of $AIRREP_DATA_DIR (default ../shared/data)."""
     with _clear_errors():
-        store = _store(root, writable=True)
+        store = open_checked_store(root, writable=True)
         console.print(f"sample data: {sample_data_dir()}  ->  {store.root.uri}", highlight=False)
         summaries = []
         with _progress() as progress:
@@ -182,7 +167,7 @@ def import_samples_command(root: RootOption = None) -> None:
 def list_command(root: RootOption = None) -> None:
     """List datasets with their latest version."""
     with _clear_errors():
-        store = _store(root)
+        store = open_checked_store(root, writable=False)
         table = Table(title=f"datasets in {store.root.uri}")
         for column in ("name", "latest", "rows", "versions", "created (UTC)"):
             table.add_column(column)
@@ -211,7 +196,7 @@ def show_command(
     """Show a dataset's history (each import that set its latest version, oldest first), its row
     counts by source and group, and a few rows."""
     with _clear_errors():
-        store = _store(root)
+        store = open_checked_store(root, writable=False)
         chosen = find_version(store, name, version) if version else latest_version(store, name)
         history = dataset_history(store, name)
         versions = Table(title=f"history of {name} (the last row is the latest)")

@@ -18,10 +18,14 @@ import errno
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from storage.artifacts import ArtifactStore
 from storage.root import (
@@ -91,6 +95,26 @@ class GuardedTyper(typer.Typer):
                 raise
             print(f"error: {describe(e)}", file=sys.stderr)
             sys.exit(EXIT_FAILURE)
+
+
+@contextmanager
+def clear_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Turn the ``kinds`` of errors a command expects (bad input, storage, configuration) into
+    one red line on stderr (a ``KeyError``'s own text, unquoted) and exit status 1; ``--debug``
+    lets them through with their traceback."""
+    try:
+        yield
+    except kinds as e:
+        if debug_enabled():
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {escape(str(message))}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILURE) from e
 
 
 def describe(exc: BaseException) -> str:

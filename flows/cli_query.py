@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from airrep_core.config.embedding import (
@@ -37,7 +35,7 @@ from airrep_core.config.embedding import (
 from airrep_core.config.encoder import POOLINGS
 from airrep_core.data.examples import Example
 from airrep_core.errors import AirRepError
-from flows.cli_errors import check_output_path, debug_enabled, open_checked_store
+from flows.cli_errors import check_output_path, clear_errors, open_checked_store
 from storage.artifacts import ArtifactStore
 from storage.dataset_heads import (
     DatasetVersion,
@@ -83,26 +81,11 @@ OutputOption = Annotated[
 ]
 
 
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Turn input, storage and config errors into one red line on stderr and exit status 1."""
-    try:
-        yield
-    except (StorageError, AirRepError, ValueError, TypeError, KeyError, FileNotFoundError) as e:
-        if debug_enabled():
-            raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        error_console.print(
-            f"[bold red]error:[/] {escape(str(message))}",
-            markup=True,
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from e
-
-
-def _store(root: str | None, *, writable: bool = False) -> ArtifactStore:
-    return open_checked_store(root, writable=writable)
+def _clear_errors() -> AbstractContextManager[None]:
+    """Input, storage and config errors end as one red line on stderr and exit status 1."""
+    return clear_errors(
+        StorageError, AirRepError, ValueError, TypeError, KeyError, FileNotFoundError
+    )
 
 
 def _dataset(store: ArtifactStore, name: str, version: str | None) -> DatasetVersion:
@@ -289,7 +272,7 @@ def embed_command(
 ) -> None:
     """Embed a dataset version with an encoder checkpoint (only rows not embedded yet)."""
     with _clear_errors():
-        store = _store(root, writable=True)
+        store = open_checked_store(root, writable=True)
         from tasks.embeddings import refresh_embeddings, resolve_encoder  # imports torch
 
         encoder_ref = resolve_encoder(store, encoder)
@@ -332,7 +315,7 @@ def attribute_command(
 ) -> None:
     """The top-k most helpful and most harmful training examples of each query."""
     with _clear_errors():
-        store = _store(root)
+        store = open_checked_store(root, writable=False)
         query_list = _queries_from_options(prompt, response, queries, "queries")
         if k < 1:
             raise ValueError(f"--k {k} is invalid; allowed: 1 or more")
@@ -367,7 +350,7 @@ def group_influence_command(
 ) -> None:
     """The group score f(x, S) of a subset S of the dataset for each target x."""
     with _clear_errors():
-        store = _store(root)
+        store = open_checked_store(root, writable=False)
         target_list = _queries_from_options(prompt, response, targets, "targets")
         ids = read_subset_ids(subset)
         config = SearchConfig(pooling=pooling)
@@ -397,7 +380,7 @@ def select_command(
         if import_as is not None:
             validate_dataset_name(import_as)  # before anything is read or written
         check_output_path(output)
-        store = _store(root, writable=True)
+        store = open_checked_store(root, writable=True)
         target_list = read_queries(target)
         config = _search_config(preset)
         attribution, chosen = _open_index(store, encoder, dataset, version, config, dtype)

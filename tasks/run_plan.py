@@ -151,7 +151,7 @@ def estimate(
             "import datasets",
             "sample datasets",
             n_samples,
-            cached["datasets"],
+            cached["datasets"] if import_data else 0,
             (n_samples + 1) * TASK_OVERHEAD_S,  # and the P3 template split
         )
     )

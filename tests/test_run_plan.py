@@ -65,6 +65,16 @@ def test_plan_time_scales_with_the_probe_and_drops_with_cached_units() -> None:
     assert done["generate labels"].seconds == pytest.approx(4 * TASK_OVERHEAD_S)  # tasks only
 
 
+def test_plan_without_import_counts_no_dataset_import() -> None:
+    """``--no-import-data``: the import stage has no unit, so none of them is in the store."""
+    cached = {"datasets": 5, "base": 0, "splits": 0, "units": 0}
+    tiny = PipelineConfig.preset("tiny")
+    stages = {s.stage: s for s in estimate(tiny, PROBE, cached, import_data=False)}
+    assert (stages["import datasets"].total, stages["import datasets"].cached) == (0, 0)
+    stages = {s.stage: s for s in estimate(tiny, PROBE, cached)}
+    assert (stages["import datasets"].total, stages["import datasets"].cached) == (5, 5)
+
+
 def test_cached_label_work_counts_what_the_store_holds(file_root: str) -> None:
     """Fresh store: nothing; then the corpus, the base LM, the splits and one label unit."""
     from tasks import labels

@@ -64,3 +64,42 @@ def test_record_with_a_deleted_artifact_is_a_miss(file_root: str, tmp_path: Path
     write_run_record(store, config, True, result)
     store.delete(result["encoder"].resolve())
     assert read_run_record(store, config, evaluate=True) is None
+
+
+def test_cli_parses_the_sample_files_only_to_check_a_recorded_run(
+    file_root: str, tmp_path: Path, monkeypatch
+) -> None:
+    """``airrep run`` looks the record up first: with none, it leaves the import to the pipeline
+    (no parse here); with one, one import per sample dataset checks the files, and a changed file
+    makes it run again."""
+    import storage.datasets
+    import storage.sample_data
+    from flows.cli import _recorded_result
+
+    monkeypatch.setenv(storage.sample_data.DATA_DIR_ENV, str(tmp_path))
+    sample = storage.sample_data.SampleDataset("d", ("d.jsonl",))
+    monkeypatch.setattr(storage.sample_data, "SAMPLE_DATASETS", {"d": sample})
+    parsed: list[str] = []
+
+    def counting_import(store, paths, name, **kwargs):
+        parsed.append(name)
+        return import_dataset(store, paths, name, **kwargs)
+
+    monkeypatch.setattr(storage.datasets, "import_dataset", counting_import)
+    store = ArtifactStore(file_root)
+    config = PipelineConfig.preset("tiny")
+    _dataset_file(tmp_path / "d.jsonl", ["a", "b"])
+    assert _recorded_result(store, file_root, config, import_data=True) is None
+    assert parsed == []
+
+    import_dataset(store, tmp_path / "d.jsonl", "d")
+    result = _result(store)
+    write_run_record(store, config.to_dict(), True, result)
+    recorded = _recorded_result(store, file_root, config, import_data=True)
+    assert recorded == {k: v for k, v in result.items() if k != "datasets"}
+    assert parsed == ["d"]
+
+    _dataset_file(tmp_path / "d.jsonl", ["a", "changed"])
+    assert _recorded_result(store, file_root, config, import_data=True) is None
+    assert parsed == ["d", "d"]
+    assert read_run_record(store, config.to_dict(), evaluate=True) is None
