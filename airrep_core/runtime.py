@@ -24,12 +24,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from airrep_core.config.base import DEVICES, PRECISIONS, StageConfig
+from airrep_core.config.base import DEVICES, PRECISION_FIELDS, PRECISIONS, StageConfig
 
 C = TypeVar("C", bound=StageConfig)
-
-PRECISION_FIELDS = ("precision", "eval_precision", "airrep_precision")
-"""Config fields that hold a precision (``PRECISIONS``)."""
 
 VECTOR_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
 """CPU flags that decide matmul speed, fastest first (read from /proc/cpuinfo)."""

@@ -18,12 +18,17 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from airrep_core.attribution.search import DEFAULT_CHUNK_ROWS, IvfIndex, exact_top_k, recall_at_k
+from airrep_core.attribution.search import (
+    DEFAULT_CHUNK_ROWS,
+    IvfIndex,
+    exact_top_k,
+    in_chunk_workers,
+    recall_at_k,
+)
 from airrep_core.config.embedding import SearchConfig
 from airrep_core.runtime import machine_line
 
@@ -32,20 +37,13 @@ TARGET_RECALL = 0.95
 
 
 def threaded_sum(matrix: torch.Tensor, chunk_rows: int) -> Callable[[], float]:
-    """A pure read of ``matrix (n, d)``: its chunks summed by ``torch.get_num_threads()`` worker
-    threads of single-threaded kernels, the exact search's own layout without the arithmetic."""
-    starts = list(range(0, matrix.shape[0], chunk_rows))
-    workers = max(1, min(torch.get_num_threads(), len(starts)))
+    """A pure read of ``matrix (n, d)``: its chunks summed in the exact search's worker layout
+    (``in_chunk_workers``) without the arithmetic."""
 
-    def work(worker: int) -> float:
-        torch.set_num_threads(1)
-        return sum(float(matrix[s : s + chunk_rows].sum()) for s in starts[worker::workers])
+    def work(starts: list[int]) -> float:
+        return sum(float(matrix[s : s + chunk_rows].sum()) for s in starts)
 
-    def run() -> float:
-        with ThreadPoolExecutor(workers) as pool:
-            return sum(pool.map(work, range(workers)))
-
-    return run
+    return lambda: sum(in_chunk_workers(matrix.shape[0], chunk_rows, work))
 
 
 def read_kernels(matrix: np.ndarray, chunk_rows: int) -> dict[str, Callable[[], object]]:

@@ -28,6 +28,7 @@ import numpy as np
 
 from airrep_core.attribution.hybrid import HybridScorer, top_and_bottom_k
 from airrep_core.attribution.search import (
+    DEFAULT_CHUNK_ROWS,
     IvfIndex,
     Selection,
     TopK,
@@ -57,9 +58,9 @@ def attribute(
     train_embeddings: np.ndarray,
     k: int = 10,
     *,
-    chunk_rows: int = 32768,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
     index: IvfIndex | None = None,
-    nprobe: int = 64,
+    nprobe: int = SearchConfig.nprobe,
 ) -> tuple[TopK, TopK]:
     """(most helpful, most harmful) training rows of each query.
 
@@ -117,7 +118,7 @@ def select(
     pool_embeddings: np.ndarray,
     budget: int,
     *,
-    chunk_rows: int = 32768,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> Selection:
     """``budget`` pool rows for the target task, round-robin over the targets' rankings."""
     return round_robin_select(target_embeddings, pool_embeddings, budget, chunk_rows=chunk_rows)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 DEFAULT_CHUNK_ROWS = 32768
 PRODUCT_ROWS = 1024
 """Stored rows per matrix product: their float32 copy (1.5 MB at d = 384) stays in cache."""
+
+T = TypeVar("T")
 
 Best = tuple[np.ndarray, np.ndarray]
 """A running best: ``(n_query, k)`` float32 values and int64 rows, sorted (value desc, row asc)."""
@@ -112,24 +115,38 @@ def _scan(
     if n == 0:
         raise ValueError("cannot search an empty matrix (0 stored rows)")
     k = min(int(k), n)
-    source = _as_tensor(matrix)
-    starts = list(range(0, n, chunk_rows))
-    workers = max(1, min(torch.get_num_threads(), len(starts)))
-
-    def work(worker: int) -> tuple[Best | None, Best | None]:
-        torch.set_num_threads(1)  # this worker thread's kernels only (OpenMP is per thread)
-        share = starts[worker::workers]
-        return _scan_chunks(
-            torch.from_numpy(q), source, share, chunk_rows, k, want_top, want_bottom
-        )
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="exact-search") as pool:
-        results = list(pool.map(work, range(workers)))
+    source, queries_tensor = _as_tensor(matrix), torch.from_numpy(q)
+    results = in_chunk_workers(
+        n,
+        chunk_rows,
+        lambda starts: _scan_chunks(
+            queries_tensor, source, starts, chunk_rows, k, want_top, want_bottom
+        ),
+    )
     top = _merge_all([result[0] for result in results], k) if want_top else None
     bottom = _merge_all([result[1] for result in results], k) if want_bottom else None
     top_k = TopK(top[0], top[1]) if top is not None else None
     bottom_k = TopK(-bottom[0], bottom[1]) if bottom is not None else None
     return top_k, bottom_k
+
+
+def in_chunk_workers(n: int, chunk_rows: int, work: Callable[[list[int]], T]) -> list[T]:
+    """``work(starts)`` in each of ``torch.get_num_threads()`` worker threads (at most one per
+    chunk), each running single-threaded torch kernels on its share of the chunk starts
+    ``range(0, n, chunk_rows)``: every ``workers``-th start, from its own. Returns the workers'
+    results in worker order. The exact search's layout; ``benchmarks/search_latency.py`` reads
+    the matrix with it to measure the bandwidth this layout can reach."""
+    import torch
+
+    starts = list(range(0, n, chunk_rows))
+    workers = max(1, min(torch.get_num_threads(), len(starts)))
+
+    def run(worker: int) -> T:
+        torch.set_num_threads(1)  # this worker thread's kernels only (OpenMP is per thread)
+        return work(starts[worker::workers])
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="chunk-worker") as pool:
+        return list(pool.map(run, range(workers)))
 
 
 def _as_tensor(matrix: np.ndarray) -> torch.Tensor:

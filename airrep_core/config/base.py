@@ -32,10 +32,10 @@ PRECISIONS = ("auto", "float32", "bf16")
 float32 on CPU; ``airrep_core.runtime`` resolves it before it enters a content key)."""
 DEVICES = ("auto", "cpu", "cuda")
 """Where a computation runs; auto = CUDA when there is a GPU."""
+PRECISION_FIELDS = ("precision", "eval_precision", "airrep_precision")
+"""Config fields that hold a precision (``PRECISIONS``)."""
 CHOICE_FIELDS: dict[str, tuple[str, ...]] = {
-    "precision": PRECISIONS,
-    "eval_precision": PRECISIONS,
-    "airrep_precision": PRECISIONS,
+    **dict.fromkeys(PRECISION_FIELDS, PRECISIONS),
     "device": DEVICES,
     "baseline_preset": PRESET_NAMES,
 }

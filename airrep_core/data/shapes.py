@@ -1,4 +1,5 @@
-"""One shape check for the named 2-D tables of the core (label losses, teacher scores)."""
+"""One shape check for the named 2-D tables of the core (label losses, teacher scores, step
+labels, classification scores)."""
 
 from __future__ import annotations
 

@@ -42,6 +42,7 @@ from airrep_core.encoder.teacher import TeacherScores, teacher_ids
 from airrep_core.encoder.training import ProgressCallback, TokenCache, TrainProgress, TrainResult
 from airrep_core.evaluation.lds_eval import subset_indices
 from airrep_core.evaluation.metrics import lds
+from airrep_core.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def train_encoder_head(
     """
     if config.recipe != "efficient":
         raise ValueError(f"train_encoder_head runs recipe='efficient', not {config.recipe!r}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else resolve_device("auto")
     encoder = AirRepEncoder.from_backbone(
         config.encoder,
         projection=True,

@@ -31,6 +31,7 @@ from airrep_core.encoder.scoring import group_scores, pad_membership
 from airrep_core.encoder.training_sampler import LeastSeenSampler
 from airrep_core.encoder.training_step import StepBatch, two_pass_backward
 from airrep_core.evaluation.metrics import lds, ranking_accuracy
+from airrep_core.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def train_encoder(
     """
     if not train_splits:
         raise ValueError("train_encoder needs at least one training split")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else resolve_device("auto")
     root = ckpt.CheckpointRoot(checkpoint_dir) if checkpoint_dir is not None else None
     resume_from = root.latest() if root is not None else None
     if resume_from is not None:

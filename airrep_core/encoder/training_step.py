@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from airrep_core.data.shapes import check_shape
 from airrep_core.encoder.checkpoint import capture_rng_state, restore_rng_state
 from airrep_core.encoder.model import AirRepEncoder
 from airrep_core.encoder.ranking_loss import count_valid_pairs, pairwise_ranking_loss
@@ -55,10 +56,7 @@ class StepBatch:
 
     def __post_init__(self) -> None:
         expected = (len(self.target_token_ids), self.membership.shape[0])
-        if self.labels.shape != expected:
-            raise ValueError(
-                f"labels shape {self.labels.shape} != (n_targets, n_subsets) {expected}"
-            )
+        check_shape("step labels", self.labels, "(n_targets, n_subsets)", expected)
         if self.mask.shape != self.membership.shape:
             raise ValueError(f"mask {self.mask.shape} != membership {self.membership.shape}")
 

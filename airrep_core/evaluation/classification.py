@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from airrep_core.data.examples import Example
+from airrep_core.data.shapes import check_shape
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,7 @@ def top1_accuracy(
         query_labels: ``(n_query,)`` classes; pool_labels: ``(n_pool,)`` classes.
     """
     scores = np.asarray(scores)
-    if scores.shape != (len(query_labels), len(pool_labels)):
-        raise ValueError(
-            f"scores have shape {scores.shape}, expected ({len(query_labels)}, {len(pool_labels)})"
-        )
+    check_shape("scores", scores, "(n_query, n_pool)", (len(query_labels), len(pool_labels)))
     retrieved = np.asarray(pool_labels)[scores.argmax(axis=1)]
     return float(np.mean(retrieved == np.asarray(query_labels)))
 

@@ -1,5 +1,5 @@
 """The gradient attributor: projected per-example response-loss gradients
-(``gradients.GradientFeaturizer``) with a preconditioner strategy (``preconditioners.py``):
+(``gradient_features.GradientFeaturizer``) with a preconditioner strategy (``preconditioners.py``):
 identity (Grad-Dot / single-checkpoint TracIn), ridge (TRAK with one model) or damped K-FAC
 (LoGra). One class, three methods; the config's class picks the strategy.
 

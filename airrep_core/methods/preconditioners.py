@@ -1,4 +1,4 @@
-"""The preconditioners of the gradient attributor (``gradient_attributor.py``), one strategy per
+"""The preconditioners of the gradient attributor (``gradients.py``), one strategy per
 method, as kronfluence registers its factor strategies:
 
 | strategy   | method   | score(x, z)                                                          |
@@ -7,7 +7,7 @@ method, as kronfluence registers its factor strategies:
 | ridge      | trak     | φ(x)ᵀ (ΦᵀΦ + λ I)^{-1} φ(z), λ = damping · trace(ΦᵀΦ) / k (TRAK, 1 model) |
 | kfac       | logra    | Σ_l ⟨(S_l ⊗ A_l + λ_l I)^{-1} G̃_l(x), G̃_l(z)⟩ (LoGra, damped K-FAC)   |
 
-φ: the projected per-example response-loss gradient (``gradients.GradientFeaturizer``, k floats);
+φ: the projected per-example response-loss gradient (``gradient_features.GradientFeaturizer``, k floats);
 Φ ``(n, k)``: the train features.
 
 **ridge.** ``fit`` stores the preconditioned train features Ψ = Φ (ΦᵀΦ + λ I)^{-1} ``(n, k)``, so

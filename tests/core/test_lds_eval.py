@@ -148,6 +148,13 @@ def test_top1_accuracy_equals_a_loop():
     assert top1_accuracy(scores, query_labels, pool_labels) == pytest.approx(loop)
 
 
+def test_top1_accuracy_names_the_scores_shape_it_expected():
+    with pytest.raises(
+        ValueError, match=r"scores have shape \(2, 3\), expected \(n_query, n_pool\)"
+    ):
+        top1_accuracy(np.zeros((2, 3)), ["a", "b"], ["a", "b"])
+
+
 def test_balanced_task_keeps_prompts_apart_and_classes_balanced():
     examples, labels = [], []
     for k in range(40):  # 40 dialogues, each with a "chosen" and a "rejected" response
