@@ -87,11 +87,13 @@ def select_and_finetune(
     config: EvaluationConfig,
     factory: MethodFactory,
     base_ref: ArtifactRef,
+    drawn: tuple[Corpus, list[str], list[str]],
 ) -> ArtifactRef:
     """The ``data-selection`` artifact of ``selection`` (a method, or ``"random"``): the N chosen
     candidates (``selected.parquet``), fine-tuned on as one label unit; metadata: the target
     task's mean loss (for ``random``: the mean over ``selection_random_draws`` draws, and the base
-    LM's loss before any fine-tune)."""
+    LM's loss before any fine-tune). ``drawn``: ``selection_candidates(store, config)``,
+    drawn once for every selection."""
     config = resolved(config)
     stage_config = {
         "selection": selection,
@@ -105,7 +107,7 @@ def select_and_finetune(
         "sampling": config.sampling.to_dict(),
         "finetune": config.finetune.to_dict(),
     }
-    corpus, candidate_ids, target_ids = selection_candidates(store, config)
+    corpus, candidate_ids, target_ids = drawn
     method_inputs = [] if selection == "random" else factory.inputs(selection, base_ref.key)
     inputs = [corpus.key, base_ref.key, *method_inputs]
     key = content_key(SELECTION_STAGE, stage_config, inputs)
@@ -165,8 +167,9 @@ def selections(
     ``config.selection_methods`` is empty)."""
     if not config.selection_methods:
         return []
+    drawn = selection_candidates(store, config)  # the sets are read once, not per selection
     return [
-        select_and_finetune(store, selection, config, factory, base_ref)
+        select_and_finetune(store, selection, config, factory, base_ref, drawn)
         for selection in ["random", *config.method_list(config.selection_methods)]
     ]
 

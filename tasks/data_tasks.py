@@ -21,6 +21,19 @@ def dataset_ref(root: str, version: DatasetVersion) -> StepRef:
     )
 
 
+def imported_ref(root: str, version: DatasetVersion) -> tuple[StepRef, bool]:
+    """An import's outcome as a task returns it: the version's ref and whether the dataset's
+    latest version changed (a new version, or a revert to a stored one); logs the version."""
+    run_logger().info(
+        "dataset %s: version %s, %d rows (%s)",
+        version.name,
+        version.short_version,
+        version.rows,
+        "new" if version.created else "unchanged",
+    )
+    return dataset_ref(root, version), version.changed
+
+
 @task(
     name="import-dataset",
     task_run_name="import-{name}",
@@ -38,20 +51,12 @@ def import_dataset_task(
     """
     store = open_store(root)
     version = import_dataset(store, paths, name, mapping=FieldMapping(), skip_invalid=skip_invalid)
-    ref = dataset_ref(root, version)
-    run_logger().info(
-        "dataset %s: version %s, %d rows (%s)",
-        name,
-        version.short_version,
-        version.rows,
-        "new" if version.created else "unchanged",
-    )
     publish_table(
         f"dataset-{name}",
         [{"name": name, "version": version.version, "rows": version.rows, "new": version.created}],
         f"Dataset {name}",
     )
-    return ref, version.changed
+    return imported_ref(root, version)
 
 
 @task(name="resolve-dataset", task_run_name="resolve-{name}", cache_policy=NO_CACHE)

@@ -228,8 +228,8 @@ def report_step(
     results: dict[str, Any],
     command: str = "",
 ) -> EvaluationResult:
-    """``write_evaluation_report`` over the store at ``root`` (``results``: the step references
-    of ``EvaluationRefs.steps``)."""
+    """``write_evaluation_report`` over the store at ``root`` (``results``: the ``EvaluationRefs``
+    fields holding step references, as ``compose_evaluation`` passes them)."""
     store = open_store(root)
     refs = EvaluationRefs.resolve(results)
     return write_evaluation_report(store, config, encoder.resolve(), base.resolve(), refs, command)

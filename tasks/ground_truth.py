@@ -52,7 +52,7 @@ from storage.tables import read_table, write_table
 from tasks import labels
 from tasks.caching import store_task
 from tasks.corpus import Corpus, load_corpus
-from tasks.data_tasks import dataset_ref
+from tasks.data_tasks import dataset_ref, imported_ref
 from tasks.monitoring import Progress, run_logger
 from tasks.references import StepRef, open_store
 from tasks.retry import IO_RETRY_OPTIONS
@@ -287,17 +287,9 @@ def ceiling_row(truth: GroundTruth) -> dict[str, Any] | None:
 @task(name="split-p3-templates", cache_policy=NO_CACHE, **IO_RETRY_OPTIONS)
 def split_p3_task(root: str) -> dict[str, tuple[StepRef, bool]]:
     """Import the sample P3 data split by template into ``flan_p3_train`` (the label corpus) and
-    ``flan_p3_heldout`` (the P3 evaluation set); returns ``{name: (ref, is_new_version)}``."""
-    versions = import_p3_holdout(open_store(root))
-    for version in versions:
-        run_logger().info(
-            "dataset %s: version %s, %d rows (%s)",
-            version.name,
-            version.short_version,
-            version.rows,
-            "new" if version.created else "unchanged",
-        )
-    return {v.name: (dataset_ref(root, v), v.created) for v in versions}
+    ``flan_p3_heldout`` (the P3 evaluation set); returns ``{name: (ref, latest_changed)}``
+    (``imported_ref``, as ``import_dataset_task`` returns)."""
+    return {v.name: imported_ref(root, v) for v in import_p3_holdout(open_store(root))}
 
 
 @task(name="resolve-eval-set", task_run_name="eval-set-{name}", cache_policy=NO_CACHE)

@@ -224,9 +224,11 @@ def classify(
     config: EvaluationConfig,
     factory: MethodFactory,
     base_key: str,
+    test: tuple[ClassificationTask, list[str]],
 ) -> ArtifactRef:
     """The ``classification-scores`` artifact of ``method`` on test ``task``:
-    ``predictions.parquet`` (query, its class, the retrieved example, its class)."""
+    ``predictions.parquet`` (query, its class, the retrieved example, its class). ``test``:
+    ``classification_task(store, task, config)``, built once for every method."""
     stage_config = {
         "task": task,
         "method": method,
@@ -235,7 +237,7 @@ def classify(
         "n_queries": config.classification_queries,
         "seed": config.sampling.seed,
     }
-    built, dataset_keys = classification_task(store, task, config)
+    built, dataset_keys = test
     inputs = [*dataset_keys, *factory.inputs(method, base_key)]
     key = content_key(CLASSIFICATION_STAGE, stage_config, inputs)
 
@@ -286,12 +288,16 @@ def score_method_task(
 def classifications(
     store: ArtifactStore, config: EvaluationConfig, factory: MethodFactory, base_ref: ArtifactRef
 ) -> list[ArtifactRef]:
-    """The ``classification-scores`` artifact of every (test, method) of ``config``."""
-    return [
-        classify(store, task, method, config, factory, base_ref.key)
-        for task in config.classification_tasks
-        for method in config.method_list(config.classification_methods)
-    ]
+    """The ``classification-scores`` artifact of every (test, method) of ``config`` (each test
+    built once: its sets are read once, not per method)."""
+    refs = []
+    for task in config.classification_tasks:
+        test = classification_task(store, task, config)
+        refs += [
+            classify(store, task, method, config, factory, base_ref.key, test)
+            for method in config.method_list(config.classification_methods)
+        ]
+    return refs
 
 
 def factory_step(
