@@ -34,15 +34,15 @@ from tasks.run_record import write_run_record
 
 def import_samples(root: str) -> dict[str, StepRef]:
     """Import every sample dataset and the P3 template split (a no-op for unchanged files);
-    emits the update event for the ones that got a new version."""
+    emits the update event for the ones whose latest version changed (new content or a revert)."""
     imported = {}
     for sample in SAMPLE_DATASETS.values():
         imported[sample.name] = import_dataset_task(
             root, [str(p) for p in sample.paths()], sample.name, sample.skip_invalid
         )
     imported.update(split_p3_task(root))
-    for ref, created in imported.values():
-        if created:
+    for ref, changed in imported.values():
+        if changed:
             emit_dataset_updated(as_dataset_version(ref), root)
     return {name: ref for name, (ref, _) in imported.items()}
 

@@ -91,7 +91,8 @@ class DatasetVersion:
         return self.ref.created_at
 
 
-def _as_version(ref: ArtifactRef) -> DatasetVersion:
+def version_of(ref: ArtifactRef) -> DatasetVersion:
+    """The ``DatasetVersion`` of a published ``datasets`` artifact."""
     return DatasetVersion(ref.config["name"], ref.key, ref)
 
 
@@ -102,7 +103,7 @@ def list_datasets(store: ArtifactStore) -> list[str]:
 
 def dataset_versions(store: ArtifactStore, name: str) -> list[DatasetVersion]:
     """Every version of dataset ``name``, oldest first (empty if there is none)."""
-    return [_as_version(r) for r in store.list(DATASET_STAGE) if r.config["name"] == name]
+    return [version_of(r) for r in store.list(DATASET_STAGE) if r.config["name"] == name]
 
 
 def latest_version(store: ArtifactStore, name: str) -> DatasetVersion:

@@ -32,7 +32,7 @@ from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore
-from storage.dataset_heads import DatasetVersion, validate_dataset_name
+from storage.dataset_heads import DatasetVersion, validate_dataset_name, version_of
 from storage.datasets import import_dataset, read_examples, sample_dataset
 from storage.embedding_store import (
     EmbeddingMatrix,
@@ -247,8 +247,7 @@ def write_selection(
 
 def as_dataset_version(ref: StepRef) -> DatasetVersion:
     """The ``DatasetVersion`` of a dataset ``StepRef``."""
-    artifact = ref.resolve()
-    return DatasetVersion(artifact.config["name"], artifact.key, artifact)
+    return version_of(ref.resolve())
 
 
 @store_task("sample-pool", "sample-{n_rows}-rows")
