@@ -3,16 +3,17 @@
 This is the label ℓ of DESIGN.md §2 ("Labels"): for an example x = (prompt, response) and a
 model θ, ℓ(x; θ) = −(1/|R|) Σ_{t∈R} log p_θ(x_t | x_{<t}), with R the response tokens of
 ``lm.data.tokenize_example`` (the EOS token included). Two backends compute it behind the
-``LossBackend`` protocol: ``TransformersLossBackend`` here (any device, also used in-process right
+``LossBackend`` base class: ``TransformersLossBackend`` here (any device, also used in-process right
 after fine-tuning through ``response_losses_for_model``) and ``vllm_loss.VLLMLossBackend``
 (vLLM prompt logprobs, one engine for a base model and its LoRA adapters).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,12 @@ from airrep_core.lm.loading import DTYPES, load_causal_lm
 from airrep_core.runtime import resolve_device
 
 
-class LossBackend(Protocol):
-    """Computes per-example response losses of a saved model (optionally with a LoRA adapter)."""
+class LossBackend(ABC):
+    """Computes per-example response losses of a saved model (optionally with a LoRA adapter).
+
+    A backend implements ``_response_losses``; callers use ``response_losses``, documented here
+    once for every backend.
+    """
 
     def response_losses(
         self,
@@ -45,7 +50,13 @@ class LossBackend(Protocol):
         ``model_dir`` is a ``save_pretrained`` directory holding the model and its tokenizer;
         ``adapter_dir`` a peft LoRA adapter directory on top of it. Order follows ``examples``.
         """
-        ...
+        return self._response_losses(model_dir, examples, adapter_dir)
+
+    @abstractmethod
+    def _response_losses(
+        self, model_dir: Path, examples: Sequence[tuple[str, str]], adapter_dir: Path | None
+    ) -> np.ndarray:
+        """The backend's ``response_losses`` (same arguments and result)."""
 
 
 def tokenize_pairs(
@@ -137,7 +148,7 @@ def response_losses_for_model(
     return losses
 
 
-class TransformersLossBackend:
+class TransformersLossBackend(LossBackend):
     """``LossBackend`` on transformers (+ peft for LoRA adapters), CUDA when available.
 
     Args:
@@ -164,14 +175,9 @@ class TransformersLossBackend:
         self.device = device
         self.dtype = dtype
 
-    def response_losses(
-        self,
-        model_dir: Path,
-        examples: Sequence[tuple[str, str]],
-        *,
-        adapter_dir: Path | None = None,
+    def _response_losses(
+        self, model_dir: Path, examples: Sequence[tuple[str, str]], adapter_dir: Path | None
     ) -> np.ndarray:
-        """``(n,)`` float32 mean response-token cross-entropy per example (``LossBackend``)."""
         model, tokenizer = load_causal_lm(
             model_dir, adapter_dir=adapter_dir, device=self.device, dtype=self.dtype
         )

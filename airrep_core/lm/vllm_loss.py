@@ -35,7 +35,7 @@ import torch
 
 from airrep_core.lm.data import IGNORE_INDEX, MIN_MAX_LENGTH, TokenizedExample
 from airrep_core.lm.loading import DTYPES, require_dir_with
-from airrep_core.lm.loss import tokenize_pairs
+from airrep_core.lm.loss import LossBackend, tokenize_pairs
 
 CONFIG_KEYS_IGNORED_FOR_REUSE = ("_name_or_path", "transformers_version")
 """``config.json`` keys that may differ between two checkpoints of one architecture."""
@@ -133,7 +133,7 @@ def losses_from_prompt_logprobs(
     return losses
 
 
-class VLLMLossBackend:
+class VLLMLossBackend(LossBackend):
     """``LossBackend`` on vLLM prompt logprobs, one reused engine (see the module docstring).
 
     Args:
@@ -185,14 +185,9 @@ class VLLMLossBackend:
         self._lora_ids: dict[tuple[str, int, int], int] = {}
         self._tokenizers: dict[Path, Any] = {}
 
-    def response_losses(
-        self,
-        model_dir: Path,
-        examples: Sequence[tuple[str, str]],
-        *,
-        adapter_dir: Path | None = None,
+    def _response_losses(
+        self, model_dir: Path, examples: Sequence[tuple[str, str]], adapter_dir: Path | None
     ) -> np.ndarray:
-        """``(n,)`` float32 mean response-token cross-entropy per example (``LossBackend``)."""
         model_dir = require_dir_with(model_dir, "config.json", "model").resolve()
         lora_request = None
         if adapter_dir is not None:
