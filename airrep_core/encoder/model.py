@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,36 +103,19 @@ class AirRepEncoder(nn.Module):
     # ------------------------------------------------------------------ construction and I/O
 
     @classmethod
-    def from_backbone(
-        cls,
-        name_or_path: str = DEFAULT_ENCODER,
-        *,
-        projection: bool = True,
-        max_length: int = 512,
-        projection_seed: int = 0,
-        projection_init: str = "random",
-        normalize: bool = False,
-        max_prompt_words: int = MAX_PROMPT_WORDS,
-    ) -> AirRepEncoder:
+    def from_backbone(cls, name_or_path: str = DEFAULT_ENCODER, **options: Any) -> AirRepEncoder:
         """A fresh encoder on a pretrained backbone, with a fresh projection (seeded random, or
         the identity: ``projection_init``, one of ``PROJECTION_INITS``).
 
         ``name_or_path``: a Hugging Face id (e.g. ``thenlper/gte-small``, needs the Hub) or a local
         directory; ``all-MiniLM-L6-v2`` loads the offline copy. Weights are read as safetensors.
+        ``options``: the keyword arguments of the constructor (``projection``, ``max_length``,
+        ``projection_seed``, ``projection_init``, ``normalize``, ``max_prompt_words``, ...);
+        ``source`` is ``name_or_path``.
         """
         location = resolve_backbone(name_or_path)
         backbone, tokenizer = _load_backbone(location, what=f"encoder backbone {name_or_path!r}")
-        return cls(
-            backbone,
-            tokenizer,
-            projection=projection,
-            max_length=max_length,
-            projection_seed=projection_seed,
-            projection_init=projection_init,
-            normalize=normalize,
-            max_prompt_words=max_prompt_words,
-            source=name_or_path,
-        )
+        return cls(backbone, tokenizer, source=name_or_path, **options)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> AirRepEncoder:
