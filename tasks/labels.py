@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from airrep_core.data.labels import SplitLabels
 from airrep_core.data.sampling import Split
 from airrep_core.lm.base_model import build_base_model
 from airrep_core.lm.finetune import SubsetFinetuner
+from airrep_core.records import JsonRecord
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from storage.tables import read_table, scan_tables, write_table
@@ -78,7 +79,7 @@ class UnitOutcome:
 
 
 @dataclass(frozen=True)
-class LabelsRef:
+class LabelsRef(JsonRecord):
     """What ``generate_labels`` returns: small, JSON-ready references and counts."""
 
     labels_key: str
@@ -91,10 +92,6 @@ class LabelsRef:
     units_skipped: int
     rows: int
     seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
 
 
 def base_key(corpus: Corpus, config: BaseModelConfig) -> str:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from airrep_core.records import JsonRecord
 from storage.artifacts import ArtifactRef, ArtifactStore
 
 
 @dataclass(frozen=True)
-class StepRef:
+class StepRef(JsonRecord):
     """One artifact a step produced or reused.
 
     Attributes:
@@ -40,10 +41,6 @@ class StepRef:
     def exists(self) -> bool:
         """Whether the artifact is still published in its store."""
         return open_store(self.root).exists(self.stage, self.key)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
 
 
 @lru_cache(maxsize=16)

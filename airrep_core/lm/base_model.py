@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,14 @@ from airrep_core.data.sampling import partition_corpus
 from airrep_core.lm.loading import load_causal_lm
 from airrep_core.lm.tokenizer import train_bpe_tokenizer
 from airrep_core.lm.warmup import pack_blocks, warm_up, warmup_text
+from airrep_core.records import JsonRecord
 from airrep_core.runtime import resolve_device
 
 _SCRATCH_CONFIGS: dict[str, type[PretrainedConfig]] = {"qwen2": Qwen2Config, "llama": LlamaConfig}
 
 
 @dataclass
-class BaseModelReport:
+class BaseModelReport(JsonRecord):
     """What building the base model did (saved in the artifact's manifest).
 
     Losses are mean per-token cross-entropy (nats) over the held-out blocks; ``None`` for a
@@ -58,10 +59,6 @@ class BaseModelReport:
     warmup_seconds: float = 0.0
     stopped_early: bool = False
     heldout_curve: list[tuple[int, float]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
 
 
 def build_base_model(

@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,11 +29,12 @@ from airrep_core.data.examples import Example
 from airrep_core.lm.data import IGNORE_INDEX, collate
 from airrep_core.lm.loading import load_causal_lm
 from airrep_core.lm.loss import pad_token_id, response_losses_for_model, tokenize_pairs
+from airrep_core.records import JsonRecord
 from airrep_core.runtime import precision_context, resolve_device, resolve_precision
 
 
 @dataclass
-class FinetuneStats:
+class FinetuneStats(JsonRecord):
     """Cost of one subset's fine-tune and evaluation (for throughput reports).
 
     ``train_tokens`` counts non-padding tokens over all epochs, ``response_tokens`` the tokens
@@ -47,10 +47,6 @@ class FinetuneStats:
     final_train_loss: float
     train_seconds: float
     eval_seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
 
 
 class SubsetFinetuner:
