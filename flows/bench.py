@@ -89,7 +89,7 @@ def run_bench(
         )
     say(f"training the AirRep encoder (recipe {stage.train.recipe})")
     encoder_ref = train_encoder_artifact(
-        store, p3_train.ref, labels_ref, stage, teacher_ref=teacher_ref
+        store, p3_train.ref, labels_ref, stage, teacher_ref=teacher_ref, base_ref=base_ref
     )
     say("evaluating")
     result = evaluate(store, config, encoder_ref, base_ref, command=command)

@@ -23,7 +23,8 @@ def train_encoder_flow(
     base: StepRef | None = None,
 ) -> StepRef:
     """Train (or reuse) the encoder on ``labels`` of ``dataset``, after the teacher stage when
-    the recipe pre-trains on a teacher (``base``: the base LM θ₀ the gradient teachers read); a
+    the recipe pre-trains on a teacher (``base``: the base LM θ₀ the gradient teachers and a
+    hybrid score over target-LM tokens read); a
     killed run resumes (teacher units, training checkpoints). Returns the ``encoder`` artifact
     (a Hugging Face-style directory)."""
     teacher = None
@@ -31,4 +32,4 @@ def train_encoder_flow(
         if base is None:
             raise ValueError("a recipe with teacher_steps > 0 needs the base LM (base=...)")
         teacher = teacher_scores_task(root, dataset, labels, base, config)
-    return train_encoder_task(root, dataset, labels, config, teacher)
+    return train_encoder_task(root, dataset, labels, config, teacher, base)

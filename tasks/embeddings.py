@@ -191,7 +191,7 @@ def open_index(
     lexical = None
     if encoder.lexical_weight > 0:  # a hybrid encoder: BM25 over the same rows, in their order
         examples = load_corpus(store, dataset_version).examples
-        lexical = lexical_index(encoder.lexical_prompt_words)
+        lexical = lexical_index(encoder.lexical, encoder.lexical_tokenizer)
         lexical.fit([examples[str(i)] for i in matrix.example_ids])
     index = AttributionIndex(
         encoder,

@@ -16,6 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoTokenizer
+
+from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.encoder.head_training import train_encoder_head
 from airrep_core.encoder.model import ENCODER_CONFIG_FILE, AirRepEncoder
@@ -50,6 +53,7 @@ def train_encoder_artifact(
     config: EncoderStageConfig,
     progress: ProgressCallback | None = None,
     teacher_ref: ArtifactRef | None = None,
+    base_ref: ArtifactRef | None = None,
 ) -> ArtifactRef:
     """The ``encoder`` artifact trained on ``labels_ref`` (built when absent).
 
@@ -58,6 +62,7 @@ def train_encoder_artifact(
     trains the whole encoder (``train_encoder``, resumable checkpoints); ``efficient`` trains the
     projection on frozen backbone features (``train_encoder_head``), first on the teacher's
     pseudo-labels (``teacher_ref``, a ``teacher-scores`` artifact) when ``teacher_steps`` > 0.
+    ``base_ref`` (the base LM θ₀) gives the tokenizer of a hybrid score over target-LM tokens.
     """
     if config.train.teacher_steps and teacher_ref is None:
         raise ValueError(
@@ -66,9 +71,21 @@ def train_encoder_artifact(
         )
     if not config.train.teacher_steps:
         teacher_ref = None
+    if not reads_target_lm_tokens(config.train):
+        base_ref = None
+    elif base_ref is None:
+        raise ValueError(
+            "a hybrid score over target-LM tokens (train.lexical.tokens='target_lm') needs the "
+            "base LM's tokenizer (base_ref=...)"
+        )
     config = resolved(config)
     stage_config = config.to_dict()
-    inputs = [labels_ref.key, dataset.key, *([teacher_ref.key] if teacher_ref else [])]
+    inputs = [
+        labels_ref.key,
+        dataset.key,
+        *([teacher_ref.key] if teacher_ref else []),
+        *([base_ref.key] if base_ref else []),
+    ]
     key = content_key(ENCODER_STAGE, stage_config, inputs)
     checkpoints = work_dir(ENCODER_STAGE, key)
 
@@ -90,6 +107,11 @@ def train_encoder_artifact(
                 config.train,
                 validation_splits=validation,
                 teacher=load_teacher(store, teacher_ref) if teacher_ref else None,
+                lexical_tokenizer=(
+                    AutoTokenizer.from_pretrained(str(store.local_dir(base_ref)))
+                    if base_ref
+                    else None
+                ),
                 progress=progress,
             )
         else:
@@ -133,12 +155,19 @@ def load_encoder(store: ArtifactStore, ref: ArtifactRef) -> AirRepEncoder:
 
 
 @store_task("train-encoder", "train-encoder-{config.train.steps}-steps", gpu=True, timeout_h=12)
+def reads_target_lm_tokens(config: EncoderTrainConfig) -> bool:
+    """Whether training ``config`` may make a hybrid encoder whose BM25 reads target-LM tokens
+    (it then needs the base LM's tokenizer)."""
+    return bool(config.lexical_weights) and config.lexical.tokens == "target_lm"
+
+
 def train_encoder_task(
     root: str,
     dataset: StepRef,
     labels: StepRef,
     config: EncoderStageConfig,
     teacher: StepRef | None = None,
+    base: StepRef | None = None,
 ) -> StepRef:
     """Train (or reuse) the AirRep encoder on ``labels``; a killed run resumes from its last
     checkpoint. Validation metrics are logged and the curve is published as a table."""
@@ -158,6 +187,7 @@ def train_encoder_task(
         config,
         report,
         teacher_ref=teacher.resolve() if teacher is not None else None,
+        base_ref=base.resolve() if base is not None else None,
     )
     step = StepRef.of(store, ref, **ref.metadata)
     history = json.loads(store.read_bytes(ref, HISTORY_FILE))

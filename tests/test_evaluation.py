@@ -146,7 +146,7 @@ def test_the_evaluated_selection_is_the_one_airrep_select_ships(bench):
     encoder = load_encoder(store, result.encoder_ref)
     lexical = None
     if encoder.lexical_weight > 0:
-        lexical = lexical_index(encoder.lexical_prompt_words)
+        lexical = lexical_index(encoder.lexical, encoder.lexical_tokenizer)
         lexical.fit(candidates)
     index = AttributionIndex(
         encoder,

@@ -14,7 +14,6 @@ import typer
 from airrep_cli import select_from_pool
 from typer.testing import CliRunner
 
-from airrep_core.config.baselines import Bm25Config
 from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
 from airrep_core.methods.airrep import AirRepAttributor
@@ -88,7 +87,7 @@ def _brute_force(workspace, queries: list[Example]) -> tuple[np.ndarray, list[st
     pool = [by_id[i] for i in ids]
     index, _ = open_index(store, store.get("encoder", "feedc0de0002"), version)
     dots = index.embed(queries) @ np.asarray(matrix.embeddings, dtype=np.float32).T
-    bm25 = Bm25Attributor(Bm25Config(max_prompt_words=index.encoder.lexical_prompt_words))
+    bm25 = Bm25Attributor(index.encoder.lexical, tokenizer=index.encoder.lexical_tokenizer)
     bm25.fit(pool)
     h = scipy.stats.zscore(dots, axis=1) + WEIGHT * scipy.stats.zscore(bm25.score(queries), axis=1)
     return h, ids, pool

@@ -10,6 +10,7 @@ mean pooling.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,10 +46,10 @@ def hybrid_group_scores(
     return sum_group_scores(hybrid_scores(encoder_scores, lexical_scores, weight), subsets)
 
 
-def lexical_index(prompt_words: int) -> Bm25Attributor:
-    """A fresh BM25 of the hybrid score: the BM25 baseline's settings, the prompt cut to its
-    first ``prompt_words`` words (the encoder's ``lexical_prompt_words``)."""
-    return Bm25Attributor(Bm25Config(max_prompt_words=prompt_words))
+def lexical_index(settings: Bm25Config, tokenizer: Any = None) -> Bm25Attributor:
+    """A fresh BM25 of the hybrid score with ``settings`` (the encoder's ``lexical``) and, for
+    target-LM tokens, that LM's ``tokenizer`` (the encoder's ``lexical_tokenizer``)."""
+    return Bm25Attributor(settings, tokenizer=tokenizer)
 
 
 class HybridScorer:

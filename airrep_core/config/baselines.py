@@ -17,6 +17,7 @@ import dataclasses
 from typing import ClassVar
 
 from airrep_core.config.base import StageConfig, help_field, require
+from airrep_core.data.examples import TEXT_VIEWS
 
 BLOCK_LINEAR_SUFFIXES = (
     "q_proj",
@@ -38,6 +39,10 @@ PRECISION_HELP = (
 )
 
 BM25_METHODS = ("robertson", "atire", "bm25l", "bm25+", "lucene")
+BM25_TOKENS = ("words", "target_lm")
+"""How BM25 cuts text into terms: ``words`` = bm25s words (lowercase, 2+ word characters,
+``stopwords`` removed); ``target_lm`` = the target LM's own tokenizer pieces of the text (the
+units its loss is over; case, digits and punctuation kept)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,22 +65,46 @@ class TfidfConfig(StageConfig):
 
 @dataclasses.dataclass(frozen=True)
 class Bm25Config(StageConfig):
-    """BM25 (``bm25s``): documents = train ``encoder_text``, query = the query's ``encoder_text``."""
+    """BM25 (``bm25s``): documents = each train example's text in ``view``, query = the query's
+    text in the same view (``examples.view_text``)."""
 
     max_prompt_words: int = help_field(256, "prompt cut to its first N words (encoder text format)")
+    view: str = help_field(
+        "question_answer",
+        f"text indexed and queried, one of {TEXT_VIEWS}: question_answer = the encoder text "
+        "(prompt and response), response = the response alone",
+    )
     k1: float = help_field(1.5, "BM25 term-frequency saturation k1")
     b: float = help_field(0.75, "BM25 length normalisation b")
     method: str = help_field("lucene", f"BM25 variant, one of {BM25_METHODS}")
     stopwords: str = help_field("en", "bm25s stopword list ('en') or '' for none")
+    tokens: str = help_field(
+        "words",
+        f"terms, one of {BM25_TOKENS}: bm25s words, or the target LM's tokenizer pieces "
+        "(stopwords then do not apply; the target LM's tokenizer is required)",
+    )
 
     PRESETS: ClassVar = {"tiny": {}, "mini": {}, "paper": {}}
 
     def validate(self) -> None:
         require(self.max_prompt_words >= 1, self, "max_prompt_words", self.max_prompt_words, ">= 1")
+        require(self.tokens in BM25_TOKENS, self, "tokens", self.tokens, str(BM25_TOKENS))
         require(self.k1 >= 0, self, "k1", self.k1, ">= 0")
         require(0 <= self.b <= 1, self, "b", self.b, "[0, 1]")
         require(self.method in BM25_METHODS, self, "method", self.method, str(BM25_METHODS))
         require(self.stopwords in ("", "en"), self, "stopwords", self.stopwords, "'' or 'en'")
+        require(self.view in TEXT_VIEWS, self, "view", self.view, str(TEXT_VIEWS))
+
+
+@dataclasses.dataclass(frozen=True)
+class Bm25ResponseConfig(Bm25Config):
+    """BM25 of response against response over the target LM's tokens: the units the target LM's
+    loss and fine-tuning read (the label-efficient recipe's lexical term and teacher, DESIGN.md
+    §2; chosen on held-out label splits)."""
+
+    view: str = help_field("response", f"text indexed and queried, one of {TEXT_VIEWS}")
+    stopwords: str = help_field("", "bm25s stopword list; '' (target-LM tokens keep every piece)")
+    tokens: str = help_field("target_lm", f"terms, one of {BM25_TOKENS}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from airrep_core.config.base import PRECISIONS, StageConfig, help_field, require
+from airrep_core.config.baselines import Bm25Config
+from airrep_core.data.examples import TEXT_VIEWS
 
 POOLINGS = ("attention", "mean")
 RECIPES = ("paper", "efficient")
@@ -23,9 +25,13 @@ EFFICIENT_RECIPE: Mapping[str, Any] = {
     "warmup_steps": 10,
     "weight_decay": 0.0,
     "teacher_subset_size": 50,
-    "lexical_weights": (0.25, 0.5, 1.0, 2.0, 4.0),
+    "text_view": "response",
+    "lexical": {"view": "response", "stopwords": "", "tokens": "target_lm"},
+    "lexical_weights": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
 }
-"""What the label-efficient presets share (tiny and mini)."""
+"""What the label-efficient presets share (tiny and mini). The response view (encoder and BM25)
+and BM25 over the target LM's tokens were chosen on the mini label splits (the target LM's
+loss and fine-tuning read only response tokens): see the closing note of issue 15."""
 
 PAPER_RECIPE_PRESETS: Mapping[str, Mapping[str, Any]] = {
     # Seconds on 2 CPU cores: unit tests.
@@ -128,6 +134,11 @@ class EncoderTrainConfig(StageConfig):
     max_prompt_words: int = help_field(
         256, "the prompt is cut to its first N words before tokenisation (DESIGN.md §2)"
     )
+    text_view: str = help_field(
+        "question_answer",
+        f"what the encoder reads of an example, one of {TEXT_VIEWS}: question_answer = "
+        "'Question: prompt\\nAnswer: response' (the paper), response = the response alone",
+    )
     projection: bool = help_field(
         True, "add the trained Linear(d, d) projection on the mean-pooled embedding"
     )
@@ -158,10 +169,12 @@ class EncoderTrainConfig(StageConfig):
         "λ·z-scored BM25, summed over a subset); the encoder keeps the λ with the best validation "
         "LDS, or none when the plain encoder validates better (empty = never hybrid)",
     )
-    lexical_prompt_words: int = help_field(
-        256,
-        "hybrid score: BM25 reads the prompt's first N words (the BM25 baseline's 256), "
-        "independently of the encoder's max_prompt_words",
+    lexical: Bm25Config = dataclasses.field(
+        default_factory=Bm25Config,
+        metadata={
+            "help": "hybrid score: the BM25 term's settings (its text view, prompt cut and "
+            "stop-words), independent of the encoder's own text"
+        },
     )
     teacher_subset_size: int = help_field(
         50, "examples per teacher pseudo-subset (drawn from the teacher's candidates)"
@@ -226,13 +239,7 @@ class EncoderTrainConfig(StageConfig):
             self.lexical_weights,
             "empty unless recipe='efficient'",
         )
-        require(
-            self.lexical_prompt_words >= 1,
-            self,
-            "lexical_prompt_words",
-            self.lexical_prompt_words,
-            ">= 1",
-        )
+        require(self.text_view in TEXT_VIEWS, self, "text_view", self.text_view, str(TEXT_VIEWS))
         require(self.teacher_steps >= 0, self, "teacher_steps", self.teacher_steps, ">= 0")
         require(
             self.teacher_subset_size >= 1,

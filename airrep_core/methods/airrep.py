@@ -64,7 +64,7 @@ class AirRepAttributor(Attributor):
         self.precision = precision
         self._train_embeddings: np.ndarray | None = None
         self.lexical = (
-            lexical_index(encoder.lexical_prompt_words)
+            lexical_index(encoder.lexical, encoder.lexical_tokenizer)
             if hybrid and encoder.lexical_weight > 0
             else None
         )

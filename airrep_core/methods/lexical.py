@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from airrep_core.config.baselines import Bm25Config, TfidfConfig
-from airrep_core.data.examples import Example, encoder_text
+from airrep_core.data.examples import Example, view_text
 from airrep_core.methods.interface import Attributor, NotFittedError
 
 
-def example_texts(examples: Sequence[Example], max_prompt_words: int) -> list[str]:
-    """``encoder_text`` of each example (the text the lexical methods index and query with)."""
-    return [encoder_text(e.prompt, e.response, max_prompt_words) for e in examples]
+def example_texts(
+    examples: Sequence[Example], max_prompt_words: int, view: str = "question_answer"
+) -> list[str]:
+    """Each example's text in ``view`` (``examples.view_text``): what the lexical methods index
+    and query with."""
+    return [view_text(e, view, max_prompt_words) for e in examples]
 
 
 if TYPE_CHECKING:
@@ -78,22 +81,30 @@ class TfidfAttributor(Attributor):
 class Bm25Attributor(Attributor):
     """BM25 relevance of each train document to the query text (bm25s, numpy backend).
 
-    bm25s tokenisation: lowercase, words of 2+ word characters, English stop-words removed
-    (``stopwords="en"``), no stemming. A query with no indexed word scores 0 everywhere.
+    Terms (``config.tokens``): bm25s words (lowercase, 2+ word characters, English stop-words
+    removed with ``stopwords="en"``, no stemming), or the pieces of the target LM's ``tokenizer``
+    (a transformers tokenizer; the text is tokenised after a space, as the LM reads a response).
+    A query with no indexed term scores 0 everywhere.
     Storage: ``storage_floats_per_example`` = the mean number of distinct indexed terms per
     document (bm25s stores one precomputed score per (document, term) pair).
     """
 
     name = "bm25"
 
-    def __init__(self, config: Bm25Config | None = None) -> None:
+    def __init__(self, config: Bm25Config | None = None, tokenizer: Any = None) -> None:
         super().__init__()
         self.config = config or Bm25Config()
+        if self.config.tokens == "target_lm" and tokenizer is None:
+            raise ValueError("BM25 over target-LM tokens (tokens='target_lm') needs tokenizer=")
+        self.tokenizer = tokenizer
         self._retriever: bm25s.BM25 | None = None
         self._vocab: dict[str, int] = {}
         self._floats_per_example = 0.0
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
+        if self.config.tokens == "target_lm":
+            ids = self.tokenizer([f" {t}" for t in texts], add_special_tokens=False)["input_ids"]
+            return [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
         bm25s = _import_bm25s()
         return bm25s.tokenize(
             texts,
@@ -104,7 +115,9 @@ class Bm25Attributor(Attributor):
         )
 
     def _fit(self, train: Sequence[Example]) -> None:
-        tokens = self._tokenize(example_texts(train, self.config.max_prompt_words))
+        tokens = self._tokenize(
+            example_texts(train, self.config.max_prompt_words, self.config.view)
+        )
         bm25s = _import_bm25s()
         retriever = bm25s.BM25(
             k1=self.config.k1, b=self.config.b, method=self.config.method, backend="numpy"
@@ -117,7 +130,9 @@ class Bm25Attributor(Attributor):
     def _score(self, queries: Sequence[Example]) -> np.ndarray:
         if self._retriever is None:
             raise NotFittedError("Bm25Attributor is not fitted")
-        query_tokens = self._tokenize(example_texts(queries, self.config.max_prompt_words))
+        query_tokens = self._tokenize(
+            example_texts(queries, self.config.max_prompt_words, self.config.view)
+        )
         scores = np.zeros((len(queries), self.num_train), dtype=np.float32)
         for row, tokens in enumerate(query_tokens):
             known = [token for token in tokens if token in self._vocab]

@@ -14,6 +14,7 @@ this module stays light enough for the configs to read the names.
 | encoder     | text    | off-the-shelf MiniLM mean-pooled embeddings, cosine                |
 | tfidf       | text    | TF-IDF cosine of ``encoder_text`` (scikit-learn)                   |
 | bm25        | text    | BM25 of the query's ``encoder_text`` (bm25s)                       |
+| bm25_response | base_lm | BM25 of response against response over the target LM's tokens |
 | rds         | base_lm | target LM mean last-layer hidden state, cosine                     |
 | grad_dot    | base_lm | projected response-loss gradients, identity preconditioner         |
 | logra       | base_lm | projected gradients, per-layer damped K-FAC preconditioner         |
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from airrep_core.config.base import StageConfig
 from airrep_core.config.baselines import (
     Bm25Config,
+    Bm25ResponseConfig,
     EncoderBaselineConfig,
     GradDotConfig,
     LograConfig,
@@ -94,6 +96,10 @@ def _model(name: str) -> Callable[..., Attributor]:
             from airrep_core.methods.representation import RdsAttributor
 
             return RdsAttributor(model, tokenizer, config)
+        if name == "bm25":  # BM25 over the target LM's tokens (only the tokenizer is read)
+            from airrep_core.methods.lexical import Bm25Attributor
+
+            return Bm25Attributor(config, tokenizer=tokenizer)
         from airrep_core.methods.gradients import GradientAttributor
 
         return GradientAttributor(model, tokenizer, config)
@@ -109,6 +115,9 @@ _SPECS = (
     MethodSpec("encoder", "text", EncoderBaselineConfig, SUM_RULE, _text("encoder")),
     MethodSpec("tfidf", "text", TfidfConfig, SUM_RULE, _text("tfidf"), teacher=True),
     MethodSpec("bm25", "text", Bm25Config, SUM_RULE, _text("bm25"), teacher=True),
+    MethodSpec(
+        "bm25_response", "base_lm", Bm25ResponseConfig, SUM_RULE, _model("bm25"), teacher=True
+    ),
     MethodSpec("rds", "base_lm", RdsConfig, SUM_RULE, _model("rds")),
     MethodSpec("grad_dot", "base_lm", GradDotConfig, SUM_RULE, _model("grad_dot"), teacher=True),
     MethodSpec("logra", "base_lm", LograConfig, SUM_RULE, _model("logra"), teacher=True),

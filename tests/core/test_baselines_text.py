@@ -147,7 +147,8 @@ def test_paper_logra_dimension_is_the_papers_18432_at_qwen25_05b():
 
 def test_build_method_rejects_unknown_methods_and_missing_inputs():
     assert ALL_METHODS == (
-        "airrep", "airrep_mean", "encoder", "tfidf", "bm25", "rds", "grad_dot", "logra", "trak"
+        "airrep", "airrep_mean", "encoder", "tfidf", "bm25", "bm25_response", "rds", "grad_dot",
+        "logra", "trak",
     )  # fmt: skip
     with pytest.raises(ValueError, match="unknown"):
         build_method("influence")

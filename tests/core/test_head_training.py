@@ -50,6 +50,9 @@ CONFIG = EncoderTrainConfig.preset(
     validate_every=10,
     validation_max_targets=16,
     teacher_steps=0,
+    # The mechanics below read the paper's text; the response view has tests of its own.
+    text_view="question_answer",
+    lexical=Bm25Config().to_dict(),
 )
 
 
@@ -218,7 +221,7 @@ def test_hybrid_encoder_round_trips_and_scores_dot_plus_weighted_bm25(minilm, tm
     hybrid.fit(pool)
     scores = hybrid.score(queries)
     dots = loaded.encode_examples(queries) @ loaded.encode_examples(pool).T
-    bm25 = Bm25Attributor(Bm25Config(max_prompt_words=loaded.lexical_prompt_words))
+    bm25 = Bm25Attributor(loaded.lexical)
     bm25.fit(pool)
     expected = scipy.stats.zscore(dots, axis=1) + 0.5 * scipy.stats.zscore(
         bm25.score(queries), axis=1
@@ -250,7 +253,7 @@ def test_lexical_weight_is_the_validation_argmax_over_plain_and_hybrid(label_fea
     # Brute force for λ = 2 on the one held-out split.
     split = splits[2]
     pool = sorted({m for members in split.subset_members for m in members})
-    bm25 = Bm25Attributor(Bm25Config(max_prompt_words=config.lexical_prompt_words))
+    bm25 = Bm25Attributor(config.lexical)
     bm25.fit([examples[m] for m in pool])
     n = config.validation_max_targets
     lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
