@@ -9,15 +9,19 @@ is held out) and, for the report, on the ``mini`` LDS ground truths of the evalu
 - **evaluation sets** (p3, dolly, gsm8k, hh_rlhf_harmless): read for the report only.
 
 The backbone is frozen in every row (the ``efficient`` recipe), so each example is encoded once
-(features cached in the work folder) and a row trains in seconds. Rows:
+per text view (features cached in the work folder) and a row trains in seconds. Rows:
 
-- ablation: the untrained backbone (identity start, step 0), a random start (the paper's
-  initialisation), the identity start trained on labels, then teacher pre-training (BM25, LoGra
-  on θ₀, or both fused) before the labels, and teacher pre-training alone;
+- ablation: the untrained backbone (identity start, step 0) on the paper's question-and-answer
+  text and on the response view, a random start (the paper's initialisation), the identity start
+  trained on labels, then teacher pre-training (BM25 over target-LM response tokens, LoGra on θ₀,
+  or both fused) before the labels, teacher pre-training alone, and the default recipe with the
+  paper's text view or with the paper's BM25 (words of the question-and-answer text) as the
+  hybrid's lexical term;
 - label budget: the identity start and the teacher start trained on 8, 16 or 32 subsets of each
   training split (24 / 48 / 96 fine-tuned subsets), and on none;
-- every row's **hybrid** column adds λ · BM25 to the encoder's score (both z-scored per query over
-  the pool, then summed over the subset), with λ chosen on validation.
+- every row's **hybrid** column adds λ · BM25 (the row's ``lexical`` settings) to the encoder's
+  score (both z-scored per query over the pool, then summed over the subset), with λ chosen on
+  validation; the two BM25 variants alone are reference rows.
 
     .venv/bin/python -m benchmarks.label_efficiency --preset mini
 """
@@ -38,13 +42,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from airrep_core.attribution.hybrid import hybrid_group_scores, lexical_index
+from airrep_core.config.baselines import Bm25Config, Bm25ResponseConfig
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.evaluation import EvaluationConfig
 from airrep_core.config.labels import LabelsConfig
 from airrep_core.config.pipeline import EncoderStageConfig
-from airrep_core.data.examples import Example
+from airrep_core.data.examples import TEXT_VIEWS, Example
 from airrep_core.data.labels import SplitLabels
 from airrep_core.encoder.head_training import (
     FeatureSplit,
@@ -82,9 +88,31 @@ class Scored:
 
     name: str
     split: FeatureSplit
-    hybrid: Any  # weight -> (embeddings -> (n_targets, n_subsets) hybrid group scores)
+    pool_rows: np.ndarray  # (n_pool,) feature rows of the set's pool
+    membership: list[np.ndarray]  # each subset's indices into the pool
+    lexical: dict[str, np.ndarray]  # lexical_name -> (n_targets, n_pool) BM25 scores
     losses: np.ndarray
-    bm25_lds: tuple[float, float]
+    lexical_lds: dict[str, tuple[float, float]]  # lexical_name -> BM25 alone (mean, stderr)
+
+    def hybrid(self, embeddings: np.ndarray, lexical: Bm25Config, weight: float) -> np.ndarray:
+        """``(n_targets, n_subsets)`` hybrid group scores with the ``lexical`` BM25 term."""
+        dots = embeddings[self.split.targets] @ embeddings[self.pool_rows].T
+        return hybrid_group_scores(
+            dots, self.lexical[lexical_name(lexical)], self.membership, weight
+        )
+
+
+LEXICAL_TERMS = {"bm25 (paper)": Bm25Config(), "bm25_response": Bm25ResponseConfig()}
+"""The hybrid's two lexical terms compared: the paper's BM25 baseline and BM25 over target-LM
+response tokens (the recipe's default); each also a reference row."""
+
+
+def lexical_name(settings: Bm25Config) -> str:
+    """The ``LEXICAL_TERMS`` name of BM25 ``settings``."""
+    for name, known in LEXICAL_TERMS.items():
+        if known.to_dict() == settings.to_dict():
+            return name
+    raise ValueError(f"BM25 settings {settings} are none of {list(LEXICAL_TERMS)}")
 
 
 @dataclass(frozen=True)
@@ -98,27 +126,37 @@ class Row:
     subsets: int | None = None
 
 
+PAPER_TEXT = {"text_view": "question_answer"}
+PAPER_BM25 = {"lexical": Bm25Config()}
+TEACHER = ("bm25_response", "logra")
+
+
 def ablation_rows() -> list[Row]:
     """Each lever on and off (the default recipe is the 'identity + teacher + labels' row)."""
     return [
-        Row("backbone (identity start, step 0)", "start", {"steps": 0}),
+        Row(
+            "backbone, paper text (identity start, step 0)", "view off", {"steps": 0, **PAPER_TEXT}
+        ),
+        Row("backbone, response view (step 0)", "view", {"steps": 0}),
         Row(
             "random start + labels (paper init)",
             "1 off",
             {"projection_init": "random", "normalize": False},
         ),
         Row("identity start + labels", "1", {}),
-        Row("teacher bm25+logra, no labels", "2 alone", {"steps": 0}, ("bm25", "logra")),
-        Row("identity + teacher bm25 + labels", "2 (bm25)", {}, ("bm25",)),
+        Row("teacher bm25_response+logra, no labels", "2 alone", {"steps": 0}, TEACHER),
+        Row("identity + teacher bm25_response + labels", "2 (bm25r)", {}, ("bm25_response",)),
         Row("identity + teacher logra + labels", "2 (logra)", {}, ("logra",)),
-        Row("identity + teacher bm25+logra + labels", "1+2", {}, ("bm25", "logra")),
+        Row("identity + teacher bm25_response+logra + labels", "1+2", {}, TEACHER),
+        Row("1+2, paper text view", "view off", PAPER_TEXT, TEACHER),
+        Row("1+2, paper BM25 in the hybrid", "lexical off", PAPER_BM25, TEACHER),
     ]
 
 
 def budget_rows(budgets: Sequence[int]) -> list[Row]:
     """The label-budget curve: subsets per training split, with and without the teacher."""
     rows = []
-    for teacher in ((), ("bm25", "logra")):
+    for teacher in ((), TEACHER):
         tag = "teacher" if teacher else "no teacher"
         rows.append(Row(f"budget 0 ({tag})", "budget", {"steps": 0}, teacher, 0))
         rows += [Row(f"budget {b} ({tag})", "budget", {}, teacher, b) for b in budgets]
@@ -131,7 +169,14 @@ def cached_features(
     """``pooled_features`` of ``ids``, cached in the work folder by ids and encoder settings."""
     digest = hashlib.sha256(
         json.dumps(
-            [ids, config.encoder, config.max_length, config.max_prompt_words, config.normalize]
+            [
+                ids,
+                config.encoder,
+                config.max_length,
+                config.max_prompt_words,
+                config.normalize,
+                config.text_view,
+            ]
         ).encode()
     ).hexdigest()
     path = work_dir("benchmark-features", digest[:24]) / "features.npy"
@@ -150,7 +195,7 @@ class Context:
     """Everything the rows share: cached features, the label and evaluation sets, the teacher."""
 
     config: EncoderTrainConfig
-    features: np.ndarray
+    features: dict[str, np.ndarray]  # text view -> (n_rows, d) frozen backbone features
     row_of: dict[str, int]
     train_splits: list[FeatureSplit]
     validation: FeatureSplit
@@ -158,6 +203,7 @@ class Context:
     teacher: dict[str, TeacherScores]
     held: SplitLabels
     examples: dict[str, Example]
+    tokenizer: Any  # the target LM's, for BM25 over its tokens
 
 
 def prepare(args: argparse.Namespace) -> Context:
@@ -177,10 +223,11 @@ def prepare(args: argparse.Namespace) -> Context:
         p3_train.ref,
         labels_ref,
         base_ref,
-        stage.teacher.replace(methods=("bm25", "logra")),
+        stage.teacher.replace(methods=("bm25", *TEACHER)),
         stage.validation_splits,
     )
-    per_method = {m: load_teacher(store, teacher_ref, m) for m in ("bm25", "logra")}
+    per_method = {m: load_teacher(store, teacher_ref, m) for m in ("bm25", *TEACHER)}
+    tokenizer = AutoTokenizer.from_pretrained(str(store.local_dir(base_ref)))
     corpus = load_corpus(store, p3_train)
     splits = labels.load_split_labels(store, labels_ref)
     train_splits, held = splits[: -stage.validation_splits], splits[-1]
@@ -198,42 +245,45 @@ def prepare(args: argparse.Namespace) -> Context:
         examples.update(truth.corpus.examples)
     ids = split_example_ids([*splits, *(t.labels for t in truths.values())])
     ids = list(dict.fromkeys([*ids, *teacher_ids(per_method["bm25"])]))
-    encoder = AirRepEncoder.from_backbone(
-        config.encoder,
-        max_length=config.max_length,
-        projection_init="identity",
-        normalize=True,
-        max_prompt_words=config.max_prompt_words,
-    )
-    started = time.perf_counter()
-    features = cached_features(encoder, examples, ids, config)
-    log.info("features of %d examples: %.0f s", len(ids), time.perf_counter() - started)
+    features = {}
+    for view in TEXT_VIEWS:
+        view_config = config.replace(text_view=view)
+        encoder = AirRepEncoder.from_backbone(
+            config.encoder,
+            max_length=config.max_length,
+            projection_init="identity",
+            normalize=True,
+            max_prompt_words=config.max_prompt_words,
+            text_view=view,
+        )
+        started = time.perf_counter()
+        features[view] = cached_features(encoder, examples, ids, view_config)
+        log.info(
+            "%s features of %d examples: %.0f s", view, len(ids), time.perf_counter() - started
+        )
     row_of = {i: k for k, i in enumerate(ids)}
 
     n_val = config.validation_max_targets
-    words = config.lexical_prompt_words
     (held_fs,) = feature_splits([held], row_of)
     validation = _targets(held_fs, slice(0, n_val))
+
+    def scored(name: str, fs: FeatureSplit, split: SplitLabels, which: slice) -> Scored:
+        return _scored(name, fs, split, which, examples, row_of, tokenizer)
+
     sets = {
-        "validation": _scored(
-            "validation", validation, held, slice(0, n_val), examples, row_of, words
-        ),
-        "held-out test": _scored(
-            "held-out test",
-            _targets(held_fs, slice(n_val, None)),
-            held,
-            slice(n_val, None),
-            examples,
-            row_of,
-            words,
+        "validation": scored("validation", validation, held, slice(0, n_val)),
+        "held-out test": scored(
+            "held-out test", _targets(held_fs, slice(n_val, None)), held, slice(n_val, None)
         ),
     }
     for name, truth in truths.items():
         (fs,) = feature_splits([truth.labels], row_of)
-        sets[name] = _scored(name, fs, truth.labels, slice(None), examples, row_of, words)
+        sets[name] = scored(name, fs, truth.labels, slice(None))
 
     train_fs = feature_splits(train_splits, row_of)
-    return Context(config, features, row_of, train_fs, validation, sets, per_method, held, examples)
+    return Context(
+        config, features, row_of, train_fs, validation, sets, per_method, held, examples, tokenizer
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -258,15 +308,15 @@ def run(args: argparse.Namespace) -> None:
 def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Train one row's projection (best step on validation), choose its lexical weight on
     validation, and score every set: LDS (mean, standard error) plain and hybrid."""
+    run_config = ctx.config.replace(**overrides)
     features, row_of, train_fs, validation = (
-        ctx.features, ctx.row_of, ctx.train_splits, ctx.validation
+        ctx.features[run_config.text_view], ctx.row_of, ctx.train_splits, ctx.validation
     )  # fmt: skip
     x = torch.from_numpy(features)
-    run_config = ctx.config.replace(**overrides)
     fused = (
         TeacherScores(
-            ctx.teacher["bm25"].target_ids,
-            ctx.teacher["bm25"].candidate_ids,
+            ctx.teacher[row.teacher[0]].target_ids,
+            ctx.teacher[row.teacher[0]].candidate_ids,
             fuse_scores({m: ctx.teacher[m].scores for m in row.teacher}),
         )
         if row.teacher and run_config.teacher_steps
@@ -298,7 +348,9 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
         "best_step": result.best_step,
         "train_seconds": round(seconds, 1),
     }
-    choice = choose_lexical_weight(embeddings, row_of, [ctx.held], ctx.examples, run_config)
+    choice = choose_lexical_weight(
+        embeddings, row_of, [ctx.held], ctx.examples, run_config, ctx.tokenizer
+    )
     weight = choice["chosen"]
     record["lexical_weight"] = weight
     for name, scored in ctx.sets.items():
@@ -312,7 +364,7 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
         res = lds_of(plain, scored.losses)
         record[name] = (res.mean, res.stderr)
         if weight > 0:
-            res = lds_of(scored.hybrid(weight)(embeddings), scored.losses)
+            res = lds_of(scored.hybrid(embeddings, run_config.lexical, weight), scored.losses)
         record[f"{name} hybrid"] = (res.mean, res.stderr)
     return record
 
@@ -336,30 +388,25 @@ def _scored(
     which: slice,
     examples: Mapping[str, Example],
     row_of: Mapping[str, int],
-    prompt_words: int,
+    tokenizer: Any,
 ) -> Scored:
-    """A set's features and losses, BM25 alone, and its hybrid group scorer by weight (BM25 as
-    the encoder's hybrid uses it, ``lexical_index``, fitted on the split's pool)."""
+    """A set's features and losses, and each of ``LEXICAL_TERMS`` fitted on the split's pool
+    (as the encoder's hybrid uses it, ``lexical_index``) with its LDS alone."""
     pool, membership = split_pool(labels_split)
-    bm25 = lexical_index(prompt_words)
-    bm25.fit([examples[i] for i in pool])
-    lexical = bm25.score([examples[i] for i in labels_split.target_ids])[which]
+    lexical, alone = {}, {}
+    for term, settings in LEXICAL_TERMS.items():
+        bm25 = lexical_index(settings, tokenizer)
+        bm25.fit([examples[i] for i in pool])
+        lexical[term] = bm25.score([examples[i] for i in labels_split.target_ids])[which]
+        result = lds_of(sum_group_scores(lexical[term], membership), fs.losses)
+        alone[term] = (result.mean, result.stderr)
     pool_rows = np.asarray([row_of[m] for m in pool], dtype=np.int64)
-
-    def hybrid(weight: float):
-        def groups(embeddings: np.ndarray) -> np.ndarray:
-            encoder_scores = embeddings[fs.targets] @ embeddings[pool_rows].T
-            return hybrid_group_scores(encoder_scores, lexical, membership, weight)
-
-        return groups
-
-    alone = lds_of(sum_group_scores(lexical, membership), fs.losses)
-    return Scored(name, fs, hybrid, fs.losses, (alone.mean, alone.stderr))
+    return Scored(name, fs, pool_rows, membership, lexical, fs.losses, alone)
 
 
 def render_tables(results: list[dict], sets: Mapping[str, Scored], command: str) -> str:
     """The report's Markdown: the ablation and the budget curve, plain and hybrid scores, with
-    BM25 (the strongest baseline at ``mini``) on the same targets for reference."""
+    both BM25 terms alone on the same targets for reference."""
     names = list(sets)
     eval_names = [n for n in names if n not in ("validation", "held-out test")]
 
@@ -380,7 +427,6 @@ def render_tables(results: list[dict], sets: Mapping[str, Scored], command: str)
         "and its hybrid weight λ; the held-out test and the evaluation sets selected nothing.",
         "Eval average: mean over the evaluation sets ± √Σse²/n.",
     ]
-    bm25 = [sets[n].bm25_lds for n in names]
     for suffix, title in (("", "encoder score"), (" hybrid", "hybrid score (encoder + λ·BM25)")):
         lines += ["", f"## LDS x100, {title}", ""]
         header = ["row", "lever", "best step", *(["λ"] if suffix else []), *names, "eval average"]
@@ -396,11 +442,13 @@ def render_tables(results: list[dict], sets: Mapping[str, Scored], command: str)
                 + " |"
             )
         extra = ["—"] if suffix else []
-        lines.append(
-            "| " + " | ".join(["BM25 alone (reference)", "—", "—", *extra,
-                               *(cell(v) for v in bm25),
-                               average([sets[n].bm25_lds for n in eval_names])]) + " |"
-        )  # fmt: skip
+        for term in LEXICAL_TERMS:
+            alone = [sets[n].lexical_lds[term] for n in names]
+            evals = [sets[n].lexical_lds[term] for n in eval_names]
+            lines.append(
+                "| " + " | ".join([f"{term} alone (reference)", "—", "—", *extra,
+                                   *(cell(v) for v in alone), average(evals)]) + " |"
+            )  # fmt: skip
     lines += ["", f"Reproduce: `{command}`", ""]
     return "\n".join(lines)
 

@@ -154,13 +154,13 @@ def load_encoder(store: ArtifactStore, ref: ArtifactRef) -> AirRepEncoder:
     return AirRepEncoder.from_pretrained(encoder_directory(store, ref)).eval()
 
 
-@store_task("train-encoder", "train-encoder-{config.train.steps}-steps", gpu=True, timeout_h=12)
 def reads_target_lm_tokens(config: EncoderTrainConfig) -> bool:
     """Whether training ``config`` may make a hybrid encoder whose BM25 reads target-LM tokens
     (it then needs the base LM's tokenizer)."""
     return bool(config.lexical_weights) and config.lexical.tokens == "target_lm"
 
 
+@store_task("train-encoder", "train-encoder-{config.train.steps}-steps", gpu=True, timeout_h=12)
 def train_encoder_task(
     root: str,
     dataset: StepRef,

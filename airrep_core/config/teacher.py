@@ -15,7 +15,7 @@ class TeacherConfig(StageConfig):
     """Which cheap teacher scores which (target, candidate) pairs of the label corpus."""
 
     methods: tuple[str, ...] = help_field(
-        ("bm25", "logra"),
+        ("bm25_response", "logra"),
         f"teacher methods, from {TEACHER_METHODS}; several are fused (per-target z-scores, summed)",
     )
     weights: tuple[float, ...] = help_field(
