@@ -28,6 +28,11 @@ C = TypeVar("C", bound="StageConfig")
 PRESET_NAMES = ("tiny", "mini", "paper")
 
 PRECISIONS = ("auto", "float32", "bf16")
+
+TEXT_VIEWS = ("question_answer", "response")
+"""What text of an example a text model reads: ``question_answer`` = ``examples.encoder_text``
+(the paper's format, prompt and response), ``response`` = the response alone (the target LM's
+loss and fine-tuning read only response tokens; DESIGN.md §2, "Label-efficient recipe")."""
 """Numeric precision of every torch computation: float32, bf16 autocast, or auto (bf16 on CUDA,
 float32 on CPU; ``airrep_core.runtime`` resolves it before it enters a content key)."""
 DEVICES = ("auto", "cpu", "cuda")

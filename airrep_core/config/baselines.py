@@ -16,8 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from airrep_core.config.base import StageConfig, help_field, require
-from airrep_core.data.examples import TEXT_VIEWS
+from airrep_core.config.base import TEXT_VIEWS, StageConfig, help_field, require
 
 BLOCK_LINEAR_SUFFIXES = (
     "q_proj",

@@ -6,9 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from airrep_core.config.base import PRECISIONS, StageConfig, help_field, require
+from airrep_core.config.base import PRECISIONS, TEXT_VIEWS, StageConfig, help_field, require
 from airrep_core.config.baselines import Bm25Config
-from airrep_core.data.examples import TEXT_VIEWS
 
 POOLINGS = ("attention", "mean")
 RECIPES = ("paper", "efficient")

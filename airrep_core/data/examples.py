@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_PROMPT_WORDS = 256
+from airrep_core.config.base import TEXT_VIEWS
 
-TEXT_VIEWS = ("question_answer", "response")
-"""What text of an example a text model reads: ``question_answer`` = ``encoder_text`` (the
-paper's format, prompt and response), ``response`` = the response alone (the target LM's loss
-and fine-tuning read only response tokens; DESIGN.md §2, "Label-efficient recipe")."""
+MAX_PROMPT_WORDS = 256
 
 
 @dataclass(frozen=True, slots=True)

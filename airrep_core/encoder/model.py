@@ -10,7 +10,7 @@ identity. With ``projection=False`` the encoder is the plain mean-pooled backbon
 "off-the-shelf encoder" baseline. ``lexical_weight`` > 0 marks a hybrid encoder: its scores add
 that weight times BM25 with the encoder's ``lexical`` settings (``airrep_core.attribution.hybrid``),
 a weight chosen on held-out labels. ``text_view`` says what the encoder reads of an example: the
-paper's question-and-answer text, or the response alone (``examples.TEXT_VIEWS``).
+paper's question-and-answer text, or the response alone (``config.base.TEXT_VIEWS``).
 
 Saved encoders are ordinary Hugging Face directories (``config.json``, ``model.safetensors``,
 tokenizer files) plus ``projection.safetensors``, ``airrep_encoder.json`` (format, max length, text

@@ -11,9 +11,10 @@ import scipy.stats
 from baseline_fixtures import train_and_query_examples
 from p3_fixtures import p3_examples
 
+from airrep_core.config.base import TEXT_VIEWS
 from airrep_core.config.baselines import Bm25Config, Bm25ResponseConfig
 from airrep_core.config.encoder import EncoderTrainConfig
-from airrep_core.data.examples import TEXT_VIEWS, encoder_text, view_text
+from airrep_core.data.examples import encoder_text, view_text
 from airrep_core.encoder.model import LEXICAL_TOKENIZER_DIR, AirRepEncoder
 from airrep_core.errors import ConfigError
 from airrep_core.lm.tokenizer import train_bpe_tokenizer
