@@ -135,12 +135,19 @@ def test_efficient_encoder_trains_on_teacher_then_labels(labelled):
     teacher_ref = build_teacher(
         store, corpus_ref, labels_ref, base_ref, stage.teacher, stage.validation_splits
     )
-    ref = train_encoder_artifact(store, corpus_ref, labels_ref, stage, teacher_ref=teacher_ref)
-    assert teacher_ref.key in ref.inputs
+    # The recipe's hybrid reads target-LM tokens: the base LM's tokenizer is an input.
+    with pytest.raises(ValueError, match="base LM's tokenizer"):
+        train_encoder_artifact(store, corpus_ref, labels_ref, stage, teacher_ref=teacher_ref)
+    ref = train_encoder_artifact(
+        store, corpus_ref, labels_ref, stage, teacher_ref=teacher_ref, base_ref=base_ref
+    )
+    assert teacher_ref.key in ref.inputs and base_ref.key in ref.inputs
     history = __import__("json").loads(store.read_bytes(ref, HISTORY_FILE))
     phases = [r.get("phase") for r in history]
     assert phases[0] == "start" and phases.count("teacher") == 4 and phases.count("labels") == 4
     encoder = load_encoder(store, ref)
     assert encoder.normalize and encoder.projection is not None
+    assert encoder.text_view == "response"
+    assert (encoder.lexical_tokenizer is not None) == (encoder.lexical_weight > 0)
     assert ref.metadata["best_step"] in {r["step"] for r in history if "validation" in r}
     assert Path(store.local_dir(ref)).is_dir()
