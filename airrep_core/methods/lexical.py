@@ -1,9 +1,10 @@
 """Lexical baselines: TF-IDF cosine (scikit-learn) and BM25 (bm25s).
 
-Text used for both documents (train examples) and queries: ``examples.encoder_text`` —
-``"Question: " + prompt (first 256 words) + "\\nAnswer: " + response`` — the same text the
-encoders see, so every text method reads the same input. The constant ``Question``/``Answer``
-words occur in every document and get the lowest IDF.
+Text used for both documents (train examples) and queries: by default ``examples.encoder_text``
+— ``"Question: " + prompt (first 256 words) + "\\nAnswer: " + response`` — the text the paper's
+encoder sees; the constant ``Question``/``Answer`` words occur in every document and get the
+lowest IDF. BM25 can instead read the response alone (``Bm25Config.view``) in the target LM's own
+tokens (``Bm25Config.tokens``): the ``bm25_response`` baseline and the hybrid's lexical term.
 """
 
 from __future__ import annotations
