@@ -14,8 +14,8 @@ CPU): ``fit`` on the examples (the train-side featurisation, plus K-FAC factors 
 solve) and ``score`` of the same examples as queries (query featurisation, preconditioning, dot
 products). AirRep is timed as the AirRep encoder (all-MiniLM-L6-v2 + its projection, same
 precision rule, max 512 tokens) encoding the queries and scoring them against the stored train
-embeddings, alone (``airrep``) and as the hybrid score with a BM25 index (``airrep+bm25``, the
-label-efficient recipe's score when it validates better); the ratios are the hybrid's. Examples: real P3 examples with long
+embeddings, alone (``airrep``) and as the hybrid score with a BM25 index over the target LM's
+response tokens (``airrep+bm25``, the label-efficient recipe's score when it validates better); the ratios are the hybrid's. Examples: real P3 examples with long
 prompts (the lm.data tokens are counted and printed). Throughput = examples / seconds of the
 query pass; storage = floats stored per training example.
 
@@ -39,6 +39,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, Qwen2Config
 
 from airrep_core.config.baselines import GradDotConfig, LograConfig, TrakConfig
+from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
 from airrep_core.lm.data import tokenize_example
@@ -164,15 +165,22 @@ def time_gradient_methods(
     return timings
 
 
-def time_airrep(examples: Sequence[Example], lexical_weight: float = 0.0) -> Timing:
-    """The AirRep encoder (MiniLM + its projection) behind the evaluation's attributor: ``fit``
-    encodes the train side; ``score`` encodes the queries and takes dot products. With
-    ``lexical_weight`` > 0 it is the hybrid score (plus a BM25 index and its scores)."""
+def time_airrep(
+    examples: Sequence[Example], tokenizer: object, lexical_weight: float = 0.0
+) -> Timing:
+    """The AirRep encoder (MiniLM + its projection, the ``mini`` recipe's text view) behind the
+    evaluation's attributor: ``fit`` encodes the train side; ``score`` encodes the queries and
+    takes dot products. With ``lexical_weight`` > 0 it is the hybrid score (plus a BM25 index
+    over the target LM's ``tokenizer`` pieces, the recipe's lexical term, and its scores)."""
+    recipe = EncoderTrainConfig.preset("mini")
     encoder = AirRepEncoder.from_backbone(
         "all-MiniLM-L6-v2",
         max_length=MAX_LENGTH,
         projection_init="identity",
         normalize=True,
+        text_view=recipe.text_view,
+        lexical=recipe.lexical,
+        lexical_tokenizer=tokenizer,
     )
     encoder.lexical_weight = lexical_weight
     encoder.encode_examples(examples[:8], precision="auto")  # warm-up
@@ -235,8 +243,8 @@ def main() -> None:
     print(
         f"torch threads: {torch.get_num_threads()}; target-LM tokens per example: mean {np.mean(lengths):.0f}"
     )
-    plain = time_airrep(examples[: args.airrep_examples])
-    airrep = time_airrep(examples[: args.airrep_examples], lexical_weight=1.0)
+    plain = time_airrep(examples[: args.airrep_examples], tokenizer)
+    airrep = time_airrep(examples[: args.airrep_examples], tokenizer, lexical_weight=1.0)
     for row in (plain, airrep):
         print(f"  {row.method}: {row.query_examples_per_second:.2f} ex/s", flush=True)
     configs = target_configs(len(tokenizer))
