@@ -99,16 +99,7 @@ def train_encoder_head(
     if config.recipe != "efficient":
         raise ValueError(f"train_encoder_head runs recipe='efficient', not {config.recipe!r}")
     device = torch.device(device) if device else resolve_device("auto")
-    encoder = AirRepEncoder.from_backbone(
-        config.encoder,
-        projection=True,
-        max_length=config.max_length,
-        projection_seed=config.seed,
-        projection_init=config.projection_init,
-        normalize=config.normalize,
-        max_prompt_words=config.max_prompt_words,
-        text_view=config.text_view,
-    ).to(device)
+    encoder = AirRepEncoder.from_config(config).to(device)  # efficient: projection=True
     ids = split_example_ids([*train_splits, *validation_splits])
     if teacher is not None:
         ids = list(dict.fromkeys([*ids, *teacher_ids(teacher)]))

@@ -39,7 +39,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 import airrep_core
 from airrep_core.config.baselines import Bm25Config
-from airrep_core.config.encoder import DEFAULT_ENCODER, PROJECTION_INITS
+from airrep_core.config.encoder import DEFAULT_ENCODER, PROJECTION_INITS, EncoderTrainConfig
 from airrep_core.data.examples import MAX_PROMPT_WORDS, TEXT_VIEWS, Example, view_text
 from airrep_core.runtime import precision_context
 
@@ -128,6 +128,21 @@ class AirRepEncoder(nn.Module):
         location = resolve_backbone(name_or_path)
         backbone, tokenizer = _load_backbone(location, what=f"encoder backbone {name_or_path!r}")
         return cls(backbone, tokenizer, source=name_or_path, **options)
+
+    @classmethod
+    def from_config(cls, config: EncoderTrainConfig) -> AirRepEncoder:
+        """The fresh encoder a trainer of ``config`` starts from: its backbone, projection (and
+        its init and seed), normalisation, max length and text view."""
+        return cls.from_backbone(
+            config.encoder,
+            projection=config.projection,
+            max_length=config.max_length,
+            projection_seed=config.seed,
+            projection_init=config.projection_init,
+            normalize=config.normalize,
+            max_prompt_words=config.max_prompt_words,
+            text_view=config.text_view,
+        )
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> AirRepEncoder:

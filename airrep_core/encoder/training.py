@@ -191,7 +191,7 @@ def train_encoder(
             holding a checkpoint continues from it (the config may differ only in
             ``steps``/``validate_every``/``checkpoint_every``).
         progress: called after every step with a ``TrainProgress``.
-        encoder: the encoder to train; default ``AirRepEncoder.from_backbone`` of the config.
+        encoder: the encoder to train; default ``AirRepEncoder.from_config`` of the config.
         device: default CUDA when available, else CPU.
     Returns:
         ``TrainResult`` with the best encoder by validation LDS (the last one without validation).
@@ -204,16 +204,7 @@ def train_encoder(
     if resume_from is not None:
         encoder = AirRepEncoder.from_pretrained(resume_from / ckpt.ENCODER_DIR)
     elif encoder is None:
-        encoder = AirRepEncoder.from_backbone(
-            config.encoder,
-            projection=config.projection,
-            max_length=config.max_length,
-            projection_seed=config.seed,
-            projection_init=config.projection_init,
-            normalize=config.normalize,
-            max_prompt_words=config.max_prompt_words,
-            text_view=config.text_view,
-        )
+        encoder = AirRepEncoder.from_config(config)
     encoder.to(device)
     optimizer = torch.optim.AdamW(
         encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
