@@ -96,15 +96,20 @@ def _model(name: str) -> Callable[..., Attributor]:
             from airrep_core.methods.representation import RdsAttributor
 
             return RdsAttributor(model, tokenizer, config)
-        if name == "bm25":  # BM25 over the target LM's tokens (only the tokenizer is read)
-            from airrep_core.methods.lexical import Bm25Attributor
-
-            return Bm25Attributor(config, tokenizer=tokenizer)
         from airrep_core.methods.gradients import GradientAttributor
 
         return GradientAttributor(model, tokenizer, config)
 
     return build
+
+
+def _target_lm_bm25(config: StageConfig, *, tokenizer: Any = None, **_: Any) -> Attributor:
+    """BM25 over the target LM's tokens: only the LM's tokenizer is read."""
+    if tokenizer is None:
+        raise ValueError("method='bm25_response' needs the target LM: pass model= and tokenizer=")
+    from airrep_core.methods.lexical import Bm25Attributor
+
+    return Bm25Attributor(config, tokenizer=tokenizer)
 
 
 _SPECS = (
@@ -116,7 +121,7 @@ _SPECS = (
     MethodSpec("tfidf", "text", TfidfConfig, SUM_RULE, _text("tfidf"), teacher=True),
     MethodSpec("bm25", "text", Bm25Config, SUM_RULE, _text("bm25"), teacher=True),
     MethodSpec(
-        "bm25_response", "base_lm", Bm25ResponseConfig, SUM_RULE, _model("bm25"), teacher=True
+        "bm25_response", "base_lm", Bm25ResponseConfig, SUM_RULE, _target_lm_bm25, teacher=True
     ),
     MethodSpec("rds", "base_lm", RdsConfig, SUM_RULE, _model("rds")),
     MethodSpec("grad_dot", "base_lm", GradDotConfig, SUM_RULE, _model("grad_dot"), teacher=True),
