@@ -18,7 +18,6 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.encoder.head_training import train_encoder_head
 from airrep_core.encoder.model import ENCODER_CONFIG_FILE, AirRepEncoder
@@ -71,7 +70,7 @@ def train_encoder_artifact(
         )
     if not config.train.teacher_steps:
         teacher_ref = None
-    if not reads_target_lm_tokens(config.train):
+    if not config.train.needs_target_lm_tokenizer:
         base_ref = None
     elif base_ref is None:
         raise ValueError(
@@ -152,12 +151,6 @@ def encoder_directory(store: ArtifactStore, ref: ArtifactRef) -> Path:
 def load_encoder(store: ArtifactStore, ref: ArtifactRef) -> AirRepEncoder:
     """The encoder checkpoint of an ``encoder`` artifact, loaded for inference (eval mode)."""
     return AirRepEncoder.from_pretrained(encoder_directory(store, ref)).eval()
-
-
-def reads_target_lm_tokens(config: EncoderTrainConfig) -> bool:
-    """Whether training ``config`` may make a hybrid encoder whose BM25 reads target-LM tokens
-    (it then needs the base LM's tokenizer)."""
-    return bool(config.lexical_weights) and config.lexical.tokens == "target_lm"
 
 
 @store_task("train-encoder", "train-encoder-{config.train.steps}-steps", gpu=True, timeout_h=12)

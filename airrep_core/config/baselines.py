@@ -94,6 +94,11 @@ class Bm25Config(StageConfig):
         require(self.stopwords in ("", "en"), self, "stopwords", self.stopwords, "'' or 'en'")
         require(self.view in TEXT_VIEWS, self, "view", self.view, str(TEXT_VIEWS))
 
+    @property
+    def needs_tokenizer(self) -> bool:
+        """Whether the terms are the target LM's tokenizer pieces (the tokenizer is required)."""
+        return self.tokens == "target_lm"
+
 
 @dataclasses.dataclass(frozen=True)
 class Bm25ResponseConfig(Bm25Config):

@@ -202,6 +202,12 @@ class EncoderTrainConfig(StageConfig):
         1000, "targets per held-out split used for validation (the first N)"
     )
 
+    @property
+    def needs_target_lm_tokenizer(self) -> bool:
+        """Whether training may make a hybrid encoder whose BM25 reads target-LM tokens (the
+        trainer then needs the base LM's tokenizer)."""
+        return bool(self.lexical_weights) and self.lexical.needs_tokenizer
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> EncoderTrainConfig:
         """The preset ``name``; with ``recipe="paper"`` at ``tiny``/``mini``, the paper recipe's

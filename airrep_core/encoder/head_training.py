@@ -92,7 +92,7 @@ def train_encoder_head(
     initialised by ``projection_init``), the frozen backbone's features of every example the
     splits and the teacher use (encoded once), then ``train_projection``, then the hybrid's
     weight (``choose_lexical_weight``; ``lexical_tokenizer``: the target LM's tokenizer, needed
-    when ``config.lexical.tokens == "target_lm"``, kept by a hybrid encoder).
+    when ``config.needs_target_lm_tokenizer``, kept by a hybrid encoder).
 
     Returns the encoder with the best projection (by validation LDS; step 0 is a candidate).
     """
@@ -129,7 +129,7 @@ def train_encoder_head(
         )
         encoder.lexical_weight = choice.pop("chosen")
         encoder.lexical = config.lexical
-        if encoder.lexical_weight > 0 and config.lexical.tokens == "target_lm":
+        if encoder.lexical_weight > 0 and config.lexical.needs_tokenizer:
             encoder.lexical_tokenizer = lexical_tokenizer
         result.history.append({"step": None, "phase": "hybrid", "validation_by_weight": choice})
         logger.info(

@@ -95,7 +95,7 @@ class Bm25Attributor(Attributor):
     def __init__(self, config: Bm25Config | None = None, tokenizer: Any = None) -> None:
         super().__init__()
         self.config = config or Bm25Config()
-        if self.config.tokens == "target_lm" and tokenizer is None:
+        if self.config.needs_tokenizer and tokenizer is None:
             raise ValueError("BM25 over target-LM tokens (tokens='target_lm') needs tokenizer=")
         self.tokenizer = tokenizer
         self._retriever: bm25s.BM25 | None = None
@@ -103,7 +103,7 @@ class Bm25Attributor(Attributor):
         self._floats_per_example = 0.0
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
-        if self.config.tokens == "target_lm":
+        if self.config.needs_tokenizer:
             ids = self.tokenizer([f" {t}" for t in texts], add_special_tokens=False)["input_ids"]
             return [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
         bm25s = _import_bm25s()
