@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from airrep_core.attribution.hybrid import hybrid_group_scores, lexical_index
+from airrep_core.attribution.hybrid import hybrid_group_scores
 from airrep_core.config.baselines import Bm25Config, Bm25ResponseConfig
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.config.evaluation import EvaluationConfig
@@ -67,6 +67,7 @@ from airrep_core.encoder.scoring import group_scores
 from airrep_core.encoder.teacher import TeacherScores, fuse_scores, teacher_ids
 from airrep_core.evaluation.lds_eval import lds_of
 from airrep_core.methods.interface import sum_group_scores
+from airrep_core.methods.lexical import Bm25Attributor
 from storage.artifacts import ArtifactStore
 from tasks import labels
 from tasks.corpus import load_corpus
@@ -391,11 +392,11 @@ def _scored(
     tokenizer: Any,
 ) -> Scored:
     """A set's features and losses, and each of ``LEXICAL_TERMS`` fitted on the split's pool
-    (as the encoder's hybrid uses it, ``lexical_index``) with its LDS alone."""
+    (as the encoder's hybrid uses it) with its LDS alone."""
     pool, membership = split_pool(labels_split)
     lexical, alone = {}, {}
     for term, settings in LEXICAL_TERMS.items():
-        bm25 = lexical_index(settings, tokenizer)
+        bm25 = Bm25Attributor(settings, tokenizer=tokenizer)
         bm25.fit([examples[i] for i in pool])
         lexical[term] = bm25.score([examples[i] for i in labels_split.target_ids])[which]
         result = lds_of(sum_group_scores(lexical[term], membership), fs.losses)

@@ -25,11 +25,11 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from airrep_core.attribution.hybrid import lexical_index
 from airrep_core.attribution.index import AttributionIndex, ExampleEncoder, SelectedExample
 from airrep_core.config.embedding import EmbeddingConfig, SearchConfig
 from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.methods.lexical import Bm25Attributor
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.dataset_heads import DatasetVersion, validate_dataset_name, version_of
@@ -191,7 +191,7 @@ def open_index(
     lexical = None
     if encoder.lexical_weight > 0:  # a hybrid encoder: BM25 over the same rows, in their order
         examples = load_corpus(store, dataset_version).examples
-        lexical = lexical_index(encoder.lexical, encoder.lexical_tokenizer)
+        lexical = Bm25Attributor(encoder.lexical, tokenizer=encoder.lexical_tokenizer)
         lexical.fit([examples[str(i)] for i in matrix.example_ids])
     index = AttributionIndex(
         encoder,

@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 import airrep_core.lm.finetune
 import airrep_core.methods.interface
 import tasks.encoder
-from airrep_core.attribution.hybrid import lexical_index
 from airrep_core.attribution.index import AttributionIndex
 from airrep_core.config.embedding import SearchConfig
 from airrep_core.config.evaluation import ALL_METHODS, EvaluationConfig
 from airrep_core.evaluation import NOISE_CEILING, top1_accuracy
 from airrep_core.methods import TfidfAttributor
+from airrep_core.methods.lexical import Bm25Attributor
 from flows.bench import BenchResult, run_bench
 from flows.cli_bench import bench_app
 from flows.evaluation_flow import evaluate
@@ -146,7 +146,7 @@ def test_the_evaluated_selection_is_the_one_airrep_select_ships(bench):
     encoder = load_encoder(store, result.encoder_ref)
     lexical = None
     if encoder.lexical_weight > 0:
-        lexical = lexical_index(encoder.lexical, encoder.lexical_tokenizer)
+        lexical = Bm25Attributor(encoder.lexical, tokenizer=encoder.lexical_tokenizer)
         lexical.fit(candidates)
     index = AttributionIndex(
         encoder,

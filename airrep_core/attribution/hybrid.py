@@ -10,12 +10,10 @@ mean pooling.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from airrep_core.attribution.search import TopK
-from airrep_core.config.baselines import Bm25Config
 from airrep_core.data.examples import Example
 from airrep_core.encoder.teacher import zscore_rows
 from airrep_core.methods.interface import sum_group_scores
@@ -44,12 +42,6 @@ def hybrid_group_scores(
     ``membership``: each group's pool indices."""
     subsets = [np.asarray(group, dtype=np.int64) for group in membership]
     return sum_group_scores(hybrid_scores(encoder_scores, lexical_scores, weight), subsets)
-
-
-def lexical_index(settings: Bm25Config, tokenizer: Any = None) -> Bm25Attributor:
-    """A fresh BM25 of the hybrid score with ``settings`` (the encoder's ``lexical``) and, for
-    target-LM tokens, that LM's ``tokenizer`` (the encoder's ``lexical_tokenizer``)."""
-    return Bm25Attributor(settings, tokenizer=tokenizer)
 
 
 class HybridScorer:

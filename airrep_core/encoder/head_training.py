@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from airrep_core.attribution.hybrid import hybrid_group_scores, lexical_index
+from airrep_core.attribution.hybrid import hybrid_group_scores
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.data.examples import Example
 from airrep_core.data.labels import SplitLabels, normalise_losses
@@ -43,6 +43,7 @@ from airrep_core.encoder.teacher import TeacherScores, teacher_ids
 from airrep_core.encoder.training import ProgressCallback, TokenCache, TrainProgress, TrainResult
 from airrep_core.evaluation.lds_eval import subset_indices
 from airrep_core.evaluation.metrics import lds
+from airrep_core.methods.lexical import Bm25Attributor
 from airrep_core.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def choose_lexical_weight(
         losses = split.losses[:, :n].T
         plain = group_scores(targets, pool_embeddings, membership, None, config.pooling)
         totals[0.0] += lds(plain, losses)
-        bm25 = lexical_index(config.lexical, lexical_tokenizer)
+        bm25 = Bm25Attributor(config.lexical, tokenizer=lexical_tokenizer)
         bm25.fit([examples[m] for m in pool])
         lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
         dots = targets @ pool_embeddings.T

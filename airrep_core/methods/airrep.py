@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from airrep_core.attribution.hybrid import hybrid_scores, lexical_index
+from airrep_core.attribution.hybrid import hybrid_scores
 from airrep_core.config.encoder import POOLINGS
 from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
@@ -28,6 +28,7 @@ from airrep_core.methods.interface import (
     check_subsets,
     sum_group_scores,
 )
+from airrep_core.methods.lexical import Bm25Attributor
 from airrep_core.methods.registry import method_spec
 
 POOLING_METHOD_NAMES = {"attention": "airrep", "mean": "airrep_mean"}
@@ -64,7 +65,7 @@ class AirRepAttributor(Attributor):
         self.precision = precision
         self._train_embeddings: np.ndarray | None = None
         self.lexical = (
-            lexical_index(encoder.lexical, encoder.lexical_tokenizer)
+            Bm25Attributor(encoder.lexical, tokenizer=encoder.lexical_tokenizer)
             if hybrid and encoder.lexical_weight > 0
             else None
         )
