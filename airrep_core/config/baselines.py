@@ -82,6 +82,12 @@ class Bm25Config(StageConfig):
         f"terms, one of {BM25_TOKENS}: bm25s words, or the target LM's tokenizer pieces "
         "(stopwords then do not apply; the target LM's tokenizer is required)",
     )
+    lm_max_length: int = help_field(
+        0,
+        "target-LM tokens: > 0 = only the tokens the target LM reads of the view under "
+        "lm.data's truncation at this many tokens (the labels' fine-tuning max_length; the "
+        "response with its EOS token, or prompt and response), 0 = the whole view's text",
+    )
 
     PRESETS: ClassVar = {"tiny": {}, "mini": {}, "paper": {}}
 
@@ -93,6 +99,14 @@ class Bm25Config(StageConfig):
         require(self.method in BM25_METHODS, self, "method", self.method, str(BM25_METHODS))
         require(self.stopwords in ("", "en"), self, "stopwords", self.stopwords, "'' or 'en'")
         require(self.view in TEXT_VIEWS, self, "view", self.view, str(TEXT_VIEWS))
+        require(self.lm_max_length >= 0, self, "lm_max_length", self.lm_max_length, ">= 0")
+        require(
+            self.lm_max_length == 0 or self.tokens == "target_lm",
+            self,
+            "lm_max_length",
+            self.lm_max_length,
+            "0 unless tokens='target_lm'",
+        )
 
     @property
     def needs_tokenizer(self) -> bool:
@@ -102,13 +116,21 @@ class Bm25Config(StageConfig):
 
 @dataclasses.dataclass(frozen=True)
 class Bm25ResponseConfig(Bm25Config):
-    """BM25 of response against response over the target LM's tokens: the units the target LM's
-    loss and fine-tuning read (the label-efficient recipe's lexical term and teacher, DESIGN.md
+    """BM25 of response against response over the target LM's tokens, exactly the ones its loss
+    and fine-tuning read: cut at the labels' fine-tuning ``max_length`` (``FinetuneConfig``
+    presets: 64 / 192 / 512). The label-efficient recipe's lexical term and teacher (DESIGN.md
     §2; chosen on held-out label splits)."""
 
     view: str = help_field("response", f"text indexed and queried, one of {TEXT_VIEWS}")
     stopwords: str = help_field("", "bm25s stopword list; '' (target-LM tokens keep every piece)")
     tokens: str = help_field("target_lm", f"terms, one of {BM25_TOKENS}")
+    lm_max_length: int = help_field(192, "the labels' fine-tuning max_length (tokens read)")
+
+    PRESETS: ClassVar = {
+        "tiny": {"lm_max_length": 64},
+        "mini": {"lm_max_length": 192},
+        "paper": {"lm_max_length": 512},
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -129,6 +129,18 @@ def tokenize_example(
     )
 
 
+def read_token_ids(
+    tokenizer: Any, prompt: str, response: str, max_length: int, response_only: bool
+) -> list[int]:
+    """The token ids the target LM reads of ``(prompt, response)`` when fine-tuned or scored at
+    ``max_length`` (``tokenize_example``'s format and truncation): the response's kept tokens
+    (with EOS unless cut) when ``response_only``, else the whole kept sequence."""
+    tokens = tokenize_example(tokenizer, prompt, response, max_length)
+    if not response_only:
+        return tokens.input_ids
+    return tokens.input_ids[tokens.num_prompt_tokens :]
+
+
 def _prompt_and_response_texts(tokenizer: Any, prompt: str, response: str) -> tuple[str, str, bool]:
     """``(prompt part, response part, add_special_tokens)``: the full text is their concatenation.
 

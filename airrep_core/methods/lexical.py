@@ -4,7 +4,8 @@ Text used for both documents (train examples) and queries: by default ``examples
 — ``"Question: " + prompt (first 256 words) + "\\nAnswer: " + response`` — the text the paper's
 encoder sees; the constant ``Question``/``Answer`` words occur in every document and get the
 lowest IDF. BM25 can instead read the response alone (``Bm25Config.view``) in the target LM's own
-tokens (``Bm25Config.tokens``): the ``bm25_response`` baseline and the hybrid's lexical term.
+tokens (``Bm25Config.tokens``), optionally only those the LM reads under its fine-tuning truncation
+(``Bm25Config.lm_max_length``): the ``bm25_response`` baseline and the hybrid's lexical term.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from airrep_core.config.baselines import Bm25Config, TfidfConfig
 from airrep_core.data.examples import Example, view_text
+from airrep_core.lm.data import read_token_ids
 from airrep_core.methods.interface import Attributor, NotFittedError
 
 
@@ -84,7 +86,8 @@ class Bm25Attributor(Attributor):
 
     Terms (``config.tokens``): bm25s words (lowercase, 2+ word characters, English stop-words
     removed with ``stopwords="en"``, no stemming), or the pieces of the target LM's ``tokenizer``
-    (a transformers tokenizer; the text is tokenised after a space, as the LM reads a response).
+    (a transformers tokenizer): with ``config.lm_max_length`` > 0 exactly the pieces the LM reads
+    (``lm.data.read_token_ids``), else the view's text tokenised after a space.
     A query with no indexed term scores 0 everywhere.
     Storage: ``storage_floats_per_example`` = the mean number of distinct indexed terms per
     document (bm25s stores one precomputed score per (document, term) pair).
@@ -102,8 +105,22 @@ class Bm25Attributor(Attributor):
         self._vocab: dict[str, int] = {}
         self._floats_per_example = 0.0
 
-    def _tokenize(self, texts: list[str]) -> list[list[str]]:
-        if self.config.needs_tokenizer:
+    def _tokenize(self, examples: Sequence[Example]) -> list[list[str]]:
+        config = self.config
+        if config.needs_tokenizer and config.lm_max_length:
+            ids = [
+                read_token_ids(
+                    self.tokenizer,
+                    e.prompt,
+                    e.response,
+                    config.lm_max_length,
+                    response_only=config.view == "response",
+                )
+                for e in examples
+            ]
+            return [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
+        texts = example_texts(examples, config.max_prompt_words, config.view)
+        if config.needs_tokenizer:
             ids = self.tokenizer([f" {t}" for t in texts], add_special_tokens=False)["input_ids"]
             return [self.tokenizer.convert_ids_to_tokens(row) for row in ids]
         bm25s = _import_bm25s()
@@ -116,9 +133,7 @@ class Bm25Attributor(Attributor):
         )
 
     def _fit(self, train: Sequence[Example]) -> None:
-        tokens = self._tokenize(
-            example_texts(train, self.config.max_prompt_words, self.config.view)
-        )
+        tokens = self._tokenize(train)
         bm25s = _import_bm25s()
         retriever = bm25s.BM25(
             k1=self.config.k1, b=self.config.b, method=self.config.method, backend="numpy"
@@ -131,9 +146,7 @@ class Bm25Attributor(Attributor):
     def _score(self, queries: Sequence[Example]) -> np.ndarray:
         if self._retriever is None:
             raise NotFittedError("Bm25Attributor is not fitted")
-        query_tokens = self._tokenize(
-            example_texts(queries, self.config.max_prompt_words, self.config.view)
-        )
+        query_tokens = self._tokenize(queries)
         scores = np.zeros((len(queries), self.num_train), dtype=np.float32)
         for row, tokens in enumerate(query_tokens):
             known = [token for token in tokens if token in self._vocab]
