@@ -55,7 +55,7 @@ from airrep_core.data.labels import SplitLabels
 from airrep_core.encoder.head_training import (
     FeatureSplit,
     TeacherBatches,
-    choose_lexical_weight,
+    choose_hybrid_weights,
     feature_splits,
     pooled_features,
     split_example_ids,
@@ -349,10 +349,10 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
         "best_step": result.best_step,
         "train_seconds": round(seconds, 1),
     }
-    choice = choose_lexical_weight(
-        embeddings, row_of, [ctx.held], ctx.examples, run_config, ctx.tokenizer
+    choice = choose_hybrid_weights(
+        embeddings, None, list(row_of), [ctx.held], ctx.examples, run_config, ctx.tokenizer
     )
-    weight = choice["chosen"]
+    weight = choice["lexical_weight"]
     record["lexical_weight"] = weight
     for name, scored in ctx.sets.items():
         plain = group_scores(

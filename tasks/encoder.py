@@ -22,6 +22,7 @@ from airrep_core.config.pipeline import EncoderStageConfig
 from airrep_core.encoder.head_training import train_encoder_head
 from airrep_core.encoder.model import ENCODER_CONFIG_FILE, AirRepEncoder
 from airrep_core.encoder.training import ProgressCallback, TrainProgress, train_encoder
+from airrep_core.lm.loading import load_causal_lm
 from airrep_core.runtime import resolved
 from storage.artifacts import ArtifactRef, ArtifactStore, content_key
 from tasks import labels
@@ -61,7 +62,8 @@ def train_encoder_artifact(
     trains the whole encoder (``train_encoder``, resumable checkpoints); ``efficient`` trains the
     projection on frozen backbone features (``train_encoder_head``), first on the teacher's
     pseudo-labels (``teacher_ref``, a ``teacher-scores`` artifact) when ``teacher_steps`` > 0.
-    ``base_ref`` (the base LM θ₀) gives the tokenizer of a hybrid score over target-LM tokens.
+    ``base_ref`` (the base LM θ₀) gives the tokenizer of a hybrid score over target-LM tokens
+    and the input embeddings of a token bag (``train.needs_base_lm``).
     """
     if config.train.teacher_steps and teacher_ref is None:
         raise ValueError(
@@ -70,12 +72,12 @@ def train_encoder_artifact(
         )
     if not config.train.teacher_steps:
         teacher_ref = None
-    if not config.train.needs_target_lm_tokenizer:
+    if not config.train.needs_base_lm:
         base_ref = None
     elif base_ref is None:
         raise ValueError(
-            "a hybrid score over target-LM tokens (train.lexical.tokens='target_lm') needs the "
-            "base LM's tokenizer (base_ref=...)"
+            "a hybrid score over target-LM tokens (train.lexical.tokens='target_lm') or a token "
+            "bag (train.token_bag_weights) needs the base LM (base_ref=...)"
         )
     config = resolved(config)
     stage_config = config.to_dict()
@@ -100,17 +102,19 @@ def train_encoder_artifact(
         validation = split_labels[len(split_labels) - n_val :]
         corpus = load_corpus(store, dataset)
         if config.train.recipe == "efficient":
+            base_model, base_tokenizer = None, None
+            if base_ref is not None and config.train.token_bag_weights:
+                base_model, base_tokenizer = load_causal_lm(store.local_dir(base_ref), "cpu")
+            elif base_ref is not None:
+                base_tokenizer = AutoTokenizer.from_pretrained(str(store.local_dir(base_ref)))
             result = train_encoder_head(
                 train_splits,
                 corpus.examples,
                 config.train,
                 validation_splits=validation,
                 teacher=load_teacher(store, teacher_ref) if teacher_ref else None,
-                lexical_tokenizer=(
-                    AutoTokenizer.from_pretrained(str(store.local_dir(base_ref)))
-                    if base_ref
-                    else None
-                ),
+                lexical_tokenizer=base_tokenizer,
+                base_model=base_model,
                 progress=progress,
             )
         else:

@@ -25,12 +25,25 @@ EFFICIENT_RECIPE: Mapping[str, Any] = {
     "weight_decay": 0.0,
     "teacher_subset_size": 50,
     "text_view": "response",
-    "lexical": {"view": "response", "stopwords": "", "tokens": "target_lm"},
     "lexical_weights": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+    "token_bag_weights": (0.25, 1.0, 4.0, 16.0),
 }
-"""What the label-efficient presets share (tiny and mini). The response view (encoder and BM25)
-and BM25 over the target LM's tokens were chosen on the mini label splits (the target LM's
-loss and fine-tuning read only response tokens): see the closing note of issue 15."""
+"""What the label-efficient presets share (tiny and mini). The response view (encoder and BM25),
+BM25 over the target LM's tokens (exactly those it reads: ``lexical_terms``) and the token bag
+were chosen on the mini label splits (the target LM's loss and fine-tuning read only response
+tokens): see the closing notes of issue 15."""
+
+
+def lexical_terms(lm_max_length: int) -> dict[str, Any]:
+    """The recipe's BM25 settings: the response's target-LM tokens that the LM reads when
+    fine-tuned at ``lm_max_length`` (the labels' ``FinetuneConfig.max_length`` of the preset)."""
+    return {
+        "view": "response",
+        "stopwords": "",
+        "tokens": "target_lm",
+        "lm_max_length": lm_max_length,
+    }
+
 
 PAPER_RECIPE_PRESETS: Mapping[str, Mapping[str, Any]] = {
     # Seconds on 2 CPU cores: unit tests.
@@ -80,6 +93,7 @@ class EncoderTrainConfig(StageConfig):
         # `make run`.
         "tiny": {
             **EFFICIENT_RECIPE,
+            "lexical": lexical_terms(64),
             "max_length": 64,
             "targets_per_step": 8,
             "subsets_per_step": 4,
@@ -98,6 +112,7 @@ class EncoderTrainConfig(StageConfig):
         # survives truncation at 128 tokens.
         "mini": {
             **EFFICIENT_RECIPE,
+            "lexical": lexical_terms(192),
             "max_length": 128,
             "max_prompt_words": 64,
             "targets_per_step": 100,
@@ -175,6 +190,13 @@ class EncoderTrainConfig(StageConfig):
             "stop-words), independent of the encoder's own text"
         },
     )
+    token_bag_weights: tuple[float, ...] = help_field(
+        (),
+        "efficient recipe: candidate weights w of the token bag (the target LM's mean input "
+        "embedding of the response tokens in `lexical`, appended to the embedding so that a dot "
+        "product adds w·bag·bag); chosen with λ on validation, or none when that validates "
+        "better (empty = never; needs lexical.tokens='target_lm' with lm_max_length > 0)",
+    )
     teacher_subset_size: int = help_field(
         50, "examples per teacher pseudo-subset (drawn from the teacher's candidates)"
     )
@@ -203,10 +225,12 @@ class EncoderTrainConfig(StageConfig):
     )
 
     @property
-    def needs_target_lm_tokenizer(self) -> bool:
-        """Whether training may make a hybrid encoder whose BM25 reads target-LM tokens (the
-        trainer then needs the base LM's tokenizer)."""
-        return bool(self.lexical_weights) and self.lexical.needs_tokenizer
+    def needs_base_lm(self) -> bool:
+        """Whether training reads the base LM θ₀: its tokenizer for a hybrid whose BM25 reads
+        target-LM tokens, its input embeddings for the token bag."""
+        return bool(self.token_bag_weights) or (
+            bool(self.lexical_weights) and self.lexical.needs_tokenizer
+        )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> EncoderTrainConfig:
@@ -243,6 +267,27 @@ class EncoderTrainConfig(StageConfig):
             "lexical_weights",
             self.lexical_weights,
             "empty unless recipe='efficient'",
+        )
+        require(
+            isinstance(self.token_bag_weights, tuple)
+            and all(w > 0 for w in self.token_bag_weights),
+            self,
+            "token_bag_weights",
+            self.token_bag_weights,
+            "a tuple of weights > 0 (empty = no token bag)",
+        )
+        require(
+            not self.token_bag_weights
+            or (
+                self.recipe == "efficient"
+                and self.lexical.needs_tokenizer
+                and self.lexical.lm_max_length > 0
+            ),
+            self,
+            "token_bag_weights",
+            self.token_bag_weights,
+            "empty unless recipe='efficient' and lexical reads target-LM tokens "
+            "(tokens='target_lm', lm_max_length > 0)",
         )
         require(self.text_view in TEXT_VIEWS, self, "text_view", self.text_view, str(TEXT_VIEWS))
         require(self.teacher_steps >= 0, self, "teacher_steps", self.teacher_steps, ">= 0")

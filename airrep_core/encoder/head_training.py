@@ -14,6 +14,9 @@ Two phases, one optimiser:
    loss is the paper's weighted pairwise ranking loss on the attention-pooled group scores;
 2. label steps: the same loss on real subset labels, one training split per step.
 
+Then, on the validation targets, the hybrid's weights (``choose_hybrid_weights``): λ of the BM25
+term and w of the token bag (``encoder.token_bag``), each possibly 0.
+
 The loss adds ``anchor_decay`` · (‖W − W₀‖² + ‖b − b₀‖²), a pull towards the start. Every
 ``validate_every`` steps, and at step 0, the encoder is scored on the held-out splits
 (validation LDS); the best step wins, ties going to the earlier step, so with an identity start the
@@ -40,6 +43,7 @@ from airrep_core.encoder.model import AirRepEncoder
 from airrep_core.encoder.ranking_loss import pairwise_ranking_loss
 from airrep_core.encoder.scoring import group_scores, pad_membership
 from airrep_core.encoder.teacher import TeacherScores, teacher_ids
+from airrep_core.encoder.token_bag import TokenBag
 from airrep_core.encoder.training import ProgressCallback, TokenCache, TrainProgress, TrainResult
 from airrep_core.evaluation.lds_eval import subset_indices
 from airrep_core.evaluation.metrics import lds
@@ -86,14 +90,17 @@ def train_encoder_head(
     validation_splits: Sequence[SplitLabels] = (),
     teacher: TeacherScores | None = None,
     lexical_tokenizer: Any = None,
+    base_model: Any = None,
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """The label-efficient recipe end to end: a fresh encoder of ``config`` (its projection
     initialised by ``projection_init``), the frozen backbone's features of every example the
     splits and the teacher use (encoded once), then ``train_projection``, then the hybrid's
-    weight (``choose_lexical_weight``; ``lexical_tokenizer``: the target LM's tokenizer, needed
-    when ``config.needs_target_lm_tokenizer``, kept by a hybrid encoder).
+    weights (``choose_hybrid_weights``). ``lexical_tokenizer`` and ``base_model`` are the
+    target LM's tokenizer and model θ₀ (``config.needs_base_lm``): a hybrid encoder keeps the
+    tokenizer, an encoder with a token bag the bag over the model's input embeddings, centred and
+    scaled on every example training reads.
 
     Returns the encoder with the best projection (by validation LDS; step 0 is a candidate).
     """
@@ -122,58 +129,95 @@ def train_encoder_head(
         teacher=TeacherBatches(teacher, row_of) if teacher is not None else None,
         progress=progress,
     )
-    if config.lexical_weights and validation_splits:
+    if (config.lexical_weights or config.token_bag_weights) and validation_splits:
+        if config.needs_base_lm and lexical_tokenizer is None:
+            raise ValueError("this recipe reads the target LM: pass lexical_tokenizer=")
         with torch.no_grad():
             embeddings = projection(torch.from_numpy(features)).numpy()
-        choice = choose_lexical_weight(
-            embeddings, row_of, validation_splits, examples, config, lexical_tokenizer
+        bag = None
+        if config.token_bag_weights:
+            if base_model is None:
+                raise ValueError("token_bag_weights need the target LM θ₀: pass base_model=")
+            bag = TokenBag.from_model(
+                base_model, lexical_tokenizer, config.lexical.lm_max_length
+            ).fit([examples[i] for i in ids])
+        choice = choose_hybrid_weights(
+            embeddings, bag, ids, validation_splits, examples, config, lexical_tokenizer
         )
-        encoder.lexical_weight = choice.pop("chosen")
+        encoder.lexical_weight = choice.pop("lexical_weight")
+        bag_weight = choice.pop("token_bag_weight")
         encoder.lexical = config.lexical
         if encoder.lexical_weight > 0 and config.lexical.needs_tokenizer:
             encoder.lexical_tokenizer = lexical_tokenizer
+        if bag is not None and bag_weight > 0:
+            bag.weight = bag_weight
+            encoder.token_bag = bag
         result.history.append({"step": None, "phase": "hybrid", "validation_by_weight": choice})
         logger.info(
-            "hybrid: lexical weight %g (validation LDS by weight %s)",
+            "hybrid: lexical weight %g, token-bag weight %g (validation LDS by weights %s)",
             encoder.lexical_weight,
+            bag_weight,
             choice,
         )
     encoder.to(device).eval()
     return TrainResult(encoder, result.best_step, result.best_validation, result.history)
 
 
-def choose_lexical_weight(
+def choose_hybrid_weights(
     embeddings: np.ndarray,
-    row_of: Mapping[str, int],
+    bag: TokenBag | None,
+    example_ids: Sequence[str],
     splits: Sequence[SplitLabels],
     examples: Mapping[str, Example],
     config: EncoderTrainConfig,
     lexical_tokenizer: Any = None,
 ) -> dict[str, float]:
-    """The hybrid's weight λ, chosen on held-out ``splits`` (their first
-    ``validation_max_targets`` targets): the plain encoder (its own pooling; λ = 0) against
-    ``hybrid_group_scores`` at each of ``config.lexical_weights``, BM25 (``config.lexical``,
-    with the target LM's ``lexical_tokenizer`` for target-LM tokens) fitted on each split's
-    pool. Returns ``{"chosen": λ, "<λ>": validation LDS, ...}``; ties go to the smaller λ."""
-    totals = {0.0: 0.0, **{float(w): 0.0 for w in config.lexical_weights}}
+    """The hybrid's weights, chosen on held-out ``splits`` (their first
+    ``validation_max_targets`` targets) over the grid w ∈ {0} ∪ ``config.token_bag_weights``
+    × λ ∈ {0} ∪ ``config.lexical_weights``.
+
+    Args:
+        embeddings: ``(len(example_ids), d)`` float32 projected embeddings, row i = example_ids[i].
+        bag: the fitted token bag (weight 1) when ``config.token_bag_weights``, else None.
+    Each candidate appends √w·bag to the embeddings and scores the plain encoder (its own
+    pooling) at λ = 0, ``hybrid_group_scores`` with BM25 (``config.lexical``, fitted on each
+    split's pool) at λ > 0. Returns ``{"token_bag_weight": w, "lexical_weight": λ,
+    "w=<w> λ=<λ>": validation LDS, ...}``; ties go to the smaller w, then the smaller λ.
+    """
+    bag_weights = [0.0, *map(float, config.token_bag_weights)] if bag is not None else [0.0]
+    lexical_weights = [0.0, *map(float, config.lexical_weights)]
+    bags = bag.encode([examples[i] for i in example_ids]) if bag is not None else None
+    row_of = {example_id: row for row, example_id in enumerate(example_ids)}
+    totals = {(w, lam): 0.0 for w in bag_weights for lam in lexical_weights}
     for split in splits:
         n = min(config.validation_max_targets, len(split.target_ids))
         pool, membership = split_pool(split)
-        targets = embeddings[[row_of[t] for t in split.target_ids[:n]]]
-        pool_embeddings = embeddings[[row_of[m] for m in pool]]
+        target_rows = [row_of[t] for t in split.target_ids[:n]]
+        pool_rows = [row_of[m] for m in pool]
         losses = split.losses[:, :n].T
-        plain = group_scores(targets, pool_embeddings, membership, None, config.pooling)
-        totals[0.0] += lds(plain, losses)
-        bm25 = Bm25Attributor(config.lexical, tokenizer=lexical_tokenizer)
-        bm25.fit([examples[m] for m in pool])
-        lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
-        dots = targets @ pool_embeddings.T
-        for weight in config.lexical_weights:
-            hybrid = hybrid_group_scores(dots, lexical, membership, weight)
-            totals[float(weight)] += lds(hybrid, losses)
-    means = {w: value / len(splits) for w, value in totals.items()}
-    chosen = max(sorted(means), key=lambda w: (means[w], -w))
-    return {"chosen": chosen, **{f"{w:g}": v for w, v in means.items()}}
+        lexical = None
+        if config.lexical_weights:
+            bm25 = Bm25Attributor(config.lexical, tokenizer=lexical_tokenizer)
+            bm25.fit([examples[m] for m in pool])
+            lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
+        for w in bag_weights:
+            full = embeddings
+            if bags is not None and w > 0:
+                full = np.concatenate([embeddings, np.float32(np.sqrt(w)) * bags], axis=1)
+            targets, pool_embeddings = full[target_rows], full[pool_rows]
+            plain = group_scores(targets, pool_embeddings, membership, None, config.pooling)
+            totals[(w, 0.0)] += lds(plain, losses)
+            dots = targets @ pool_embeddings.T
+            for lam in lexical_weights[1:]:
+                hybrid = hybrid_group_scores(dots, lexical, membership, lam)
+                totals[(w, lam)] += lds(hybrid, losses)
+    means = {pair: value / len(splits) for pair, value in totals.items()}
+    w, lam = max(sorted(means), key=lambda pair: (means[pair], -pair[0], -pair[1]))
+    return {
+        "token_bag_weight": w,
+        "lexical_weight": lam,
+        **{f"w={a:g} λ={b:g}": v for (a, b), v in means.items()},
+    }
 
 
 def split_pool(split: SplitLabels) -> tuple[list[str], list[np.ndarray]]:

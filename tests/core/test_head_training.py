@@ -15,7 +15,7 @@ from airrep_core.config.baselines import Bm25Config
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.encoder.head_training import (
     TeacherBatches,
-    choose_lexical_weight,
+    choose_hybrid_weights,
     feature_splits,
     pooled_features,
     split_example_ids,
@@ -53,6 +53,7 @@ CONFIG = EncoderTrainConfig.preset(
     # The mechanics below read the paper's text; the response view has tests of its own.
     text_view="question_answer",
     lexical=Bm25Config().to_dict(),
+    token_bag_weights=(),  # the token bag has tests of its own (test_token_bag.py)
 )
 
 
@@ -246,10 +247,11 @@ def test_lexical_weight_is_the_validation_argmax_over_plain_and_hybrid(label_fea
     ids = split_example_ids(splits)
     row_of = {i: k for k, i in enumerate(ids)}
     config = CONFIG.replace(lexical_weights=(0.5, 2.0))
-    choice = choose_lexical_weight(features, row_of, splits[2:], examples, config)
-    by_weight = {float(k): v for k, v in choice.items() if k != "chosen"}
+    choice = choose_hybrid_weights(features, None, ids, splits[2:], examples, config)
+    by_weight = {float(k.split("λ=")[1]): v for k, v in choice.items() if k.startswith("w=0 ")}
     assert set(by_weight) == {0.0, 0.5, 2.0}
-    assert choice["chosen"] == max(by_weight, key=lambda w: (by_weight[w], -w))
+    assert choice["token_bag_weight"] == 0.0
+    assert choice["lexical_weight"] == max(by_weight, key=lambda w: (by_weight[w], -w))
     # Brute force for λ = 2 on the one held-out split.
     split = splits[2]
     pool = sorted({m for members in split.subset_members for m in members})
