@@ -40,11 +40,14 @@ def bench_command(
     root: str | None,
     transfer_sets: Sequence[str] | None = None,
     recipe: str | None = None,
+    base_steps: int | None = None,
 ) -> str:
     """The CLI command that reproduces a benchmark run."""
     parts = ["airrep", "bench", "lds", "--preset", preset]
     if recipe:
         parts += ["--recipe", recipe]
+    if base_steps:
+        parts += ["--base-steps", str(base_steps)]
     for name in eval_sets or ():
         parts += ["--eval-set", name]
     for name in transfer_sets or ():
@@ -62,22 +65,28 @@ def run_bench(
     progress: Callable[[str], None] | None = None,
     transfer_sets: Sequence[str] | None = None,
     recipe: str | None = None,
+    base_steps: int | None = None,
 ) -> BenchResult:
     """The LDS benchmark at ``preset`` end to end: P3 split by template, labels on
     ``flan_p3_train`` (``LabelsConfig.preset``), the AirRep encoder (``EncoderStageConfig.preset``,
     after the teacher when the recipe has one), then the evaluation (with the transfer base LM
-    when there are transfer sets: the preset's, or ``transfer_sets``)."""
+    when there are transfer sets: the preset's, or ``transfer_sets``). ``base_steps`` replaces
+    the scratch base LM's warm-up budget (``BaseModelConfig.max_steps``): the regime table's
+    other base budgets; labels and ground truths are then those of that base."""
     say = progress or log.info
     config = EvaluationConfig.preset(preset)
     if eval_sets:
         config = config.replace(eval_sets=tuple(eval_sets))
     if transfer_sets:
         config = config.replace(transfer_eval_sets=tuple(transfer_sets))
-    command = bench_command(preset, eval_sets, root, transfer_sets, recipe)
+    command = bench_command(preset, eval_sets, root, transfer_sets, recipe, base_steps)
     say("importing P3 split by template (train / held out)")
     p3_train, _ = import_p3_holdout(store)
     say(f"labels for AirRep on {P3_TRAIN_DATASET} ({preset})")
-    labels_result = labels.generate_labels(store, p3_train, LabelsConfig.preset(preset))
+    labels_config = LabelsConfig.preset(preset)
+    if base_steps:
+        labels_config = labels_config.replace(base=labels_config.base.replace(max_steps=base_steps))
+    labels_result = labels.generate_labels(store, p3_train, labels_config)
     labels_ref = store.get(labels.LABELS_STAGE, labels_result.labels_key)
     base_ref = store.get(labels.BASE_STAGE, labels_result.base_key)
     stage = EncoderStageConfig.preset(preset, train={"recipe": recipe} if recipe else {})

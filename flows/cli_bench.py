@@ -1,7 +1,7 @@
 """``airrep bench``: benchmarks of the pipeline (DESIGN.md §3). The lead mounts ``bench_app``
 under the main CLI (``app.add_typer(bench_app, name="bench")``).
 
-``airrep bench lds --preset tiny|mini [--eval-set NAME ...] [--root URI]`` runs the LDS benchmark
+``airrep bench lds --preset tiny|mini [--eval-set NAME ...] [--base-steps N] [--root URI]`` runs the LDS benchmark
 end to end (labels on P3 without its held-out templates, the AirRep encoder, ground truth on each
 evaluation set, every method, classification, data selection, transfer), prints the tables and
 the command that reproduces them. Everything is cached in the store: a rerun only loads.
@@ -57,6 +57,13 @@ def lds_command(
         "--recipe",
         help="Encoder training recipe: 'efficient' (the preset default) or 'paper'.",
     ),
+    base_steps: int | None = typer.Option(
+        None,
+        "--base-steps",
+        min=1,
+        help="Warm-up budget of the scratch base LM (default: the preset's); another base "
+        "means other labels and ground truths: the regime table's runs.",
+    ),
 ) -> None:
     """LDS ×100 of every method on every evaluation set, with the noise ceiling, costs,
     classification, data selection and transfer tables; written as Markdown, Parquet and PNG."""
@@ -76,6 +83,7 @@ def lds_command(
         progress=lambda m: typer.echo(f"... {m}", err=True),
         transfer_sets=transfer_set or None,
         recipe=recipe,
+        base_steps=base_steps,
     )
     report = result.evaluation.report
     typer.echo(result.evaluation.markdown)
