@@ -15,13 +15,15 @@ per text view (features cached in the work folder) and a row trains in seconds. 
   text and on the response view, a random start (the paper's initialisation), the identity start
   trained on labels, then teacher pre-training (BM25 over target-LM response tokens, LoGra on θ₀,
   or both fused) before the labels, teacher pre-training alone, and the default recipe with the
-  paper's text view or with the paper's BM25 (words of the question-and-answer text) as the
-  hybrid's lexical term;
+  paper's text view, without the token bag, then also with BM25 over the whole response instead
+  of the tokens the LM reads, or with the paper's BM25 (words of the question-and-answer text)
+  as the hybrid's lexical term;
 - label budget: the identity start and the teacher start trained on 8, 16 or 32 subsets of each
   training split (24 / 48 / 96 fine-tuned subsets), and on none;
 - every row's **hybrid** column adds λ · BM25 (the row's ``lexical`` settings) to the encoder's
-  score (both z-scored per query over the pool, then summed over the subset), with λ chosen on
-  validation; the two BM25 variants alone are reference rows.
+  score (both z-scored per query over the pool, then summed over the subset), and the token bag
+  with weight w to the embedding (rows whose ``token_bag_weights`` is not empty), with λ and w
+  chosen on validation; the BM25 variants alone are reference rows.
 
     .venv/bin/python -m benchmarks.label_efficiency --preset mini
 """
@@ -42,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
 from airrep_core.attribution.hybrid import hybrid_group_scores
 from airrep_core.config.baselines import Bm25Config, Bm25ResponseConfig
@@ -65,7 +66,9 @@ from airrep_core.encoder.head_training import (
 from airrep_core.encoder.model import AirRepEncoder, init_projection
 from airrep_core.encoder.scoring import group_scores
 from airrep_core.encoder.teacher import TeacherScores, fuse_scores, teacher_ids
+from airrep_core.encoder.token_bag import TokenBag
 from airrep_core.evaluation.lds_eval import lds_of
+from airrep_core.lm.loading import load_causal_lm
 from airrep_core.methods.interface import sum_group_scores
 from airrep_core.methods.lexical import Bm25Attributor
 from storage.artifacts import ArtifactStore
@@ -91,29 +94,30 @@ class Scored:
     split: FeatureSplit
     pool_rows: np.ndarray  # (n_pool,) feature rows of the set's pool
     membership: list[np.ndarray]  # each subset's indices into the pool
-    lexical: dict[str, np.ndarray]  # lexical_name -> (n_targets, n_pool) BM25 scores
+    terms: dict[str, Bm25Config]  # name -> settings (``lexical_terms``)
+    lexical: dict[str, np.ndarray]  # name -> (n_targets, n_pool) BM25 scores
     losses: np.ndarray
-    lexical_lds: dict[str, tuple[float, float]]  # lexical_name -> BM25 alone (mean, stderr)
+    lexical_lds: dict[str, tuple[float, float]]  # name -> BM25 alone (mean, stderr)
 
     def hybrid(self, embeddings: np.ndarray, lexical: Bm25Config, weight: float) -> np.ndarray:
         """``(n_targets, n_subsets)`` hybrid group scores with the ``lexical`` BM25 term."""
         dots = embeddings[self.split.targets] @ embeddings[self.pool_rows].T
-        return hybrid_group_scores(
-            dots, self.lexical[lexical_name(lexical)], self.membership, weight
-        )
+        names = [n for n, known in self.terms.items() if known.to_dict() == lexical.to_dict()]
+        if not names:
+            raise ValueError(f"BM25 settings {lexical} are none of {list(self.terms)}")
+        return hybrid_group_scores(dots, self.lexical[names[0]], self.membership, weight)
 
 
-LEXICAL_TERMS = {"bm25 (paper)": Bm25Config(), "bm25_response": Bm25ResponseConfig()}
-"""The hybrid's two lexical terms compared: the paper's BM25 baseline and BM25 over target-LM
-response tokens (the recipe's default); each also a reference row."""
-
-
-def lexical_name(settings: Bm25Config) -> str:
-    """The ``LEXICAL_TERMS`` name of BM25 ``settings``."""
-    for name, known in LEXICAL_TERMS.items():
-        if known.to_dict() == settings.to_dict():
-            return name
-    raise ValueError(f"BM25 settings {settings} are none of {list(LEXICAL_TERMS)}")
+def lexical_terms(preset: str) -> dict[str, Bm25Config]:
+    """The hybrid's lexical terms compared: the paper's BM25 baseline, BM25 over the response
+    tokens the target LM reads (the recipe's default at ``preset``) and over the whole response
+    in target-LM tokens; each also a reference row."""
+    response = Bm25ResponseConfig.preset(preset)
+    return {
+        "bm25 (paper)": Bm25Config(),
+        "bm25_response": response,
+        "bm25_response, whole response": response.replace(lm_max_length=0),
+    }
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,11 @@ PAPER_BM25 = {"lexical": Bm25Config()}
 TEACHER = ("bm25_response", "logra")
 
 
-def ablation_rows() -> list[Row]:
-    """Each lever on and off (the default recipe is the 'identity + teacher + labels' row)."""
+def ablation_rows(preset: str) -> list[Row]:
+    """Each lever on and off (the default recipe is the 'identity + teacher + labels' row, with
+    the token bag and BM25 over the response tokens the LM reads)."""
+    no_bag = {"token_bag_weights": ()}
+    whole = lexical_terms(preset)["bm25_response, whole response"]
     return [
         Row(
             "backbone, paper text (identity start, step 0)", "view off", {"steps": 0, **PAPER_TEXT}
@@ -150,7 +157,14 @@ def ablation_rows() -> list[Row]:
         Row("identity + teacher logra + labels", "2 (logra)", {}, ("logra",)),
         Row("identity + teacher bm25_response+logra + labels", "1+2", {}, TEACHER),
         Row("1+2, paper text view", "view off", PAPER_TEXT, TEACHER),
-        Row("1+2, paper BM25 in the hybrid", "lexical off", PAPER_BM25, TEACHER),
+        Row("1+2, no token bag", "bag off", no_bag, TEACHER),
+        Row(
+            "1+2, no token bag, BM25 over the whole response",
+            "read tokens off",
+            {**no_bag, "lexical": whole},
+            TEACHER,
+        ),
+        Row("1+2, paper BM25 in the hybrid", "lexical off", {**no_bag, **PAPER_BM25}, TEACHER),
     ]
 
 
@@ -205,6 +219,8 @@ class Context:
     held: SplitLabels
     examples: dict[str, Example]
     tokenizer: Any  # the target LM's, for BM25 over its tokens
+    token_bag: TokenBag  # over the base LM's input embeddings, fitted on the label corpus
+    bags: np.ndarray  # (n_rows, d_lm) float32 token bags of every row, weight 1
 
 
 def prepare(args: argparse.Namespace) -> Context:
@@ -228,7 +244,7 @@ def prepare(args: argparse.Namespace) -> Context:
         stage.validation_splits,
     )
     per_method = {m: load_teacher(store, teacher_ref, m) for m in ("bm25", *TEACHER)}
-    tokenizer = AutoTokenizer.from_pretrained(str(store.local_dir(base_ref)))
+    base_model, tokenizer = load_causal_lm(store.local_dir(base_ref), "cpu")
     corpus = load_corpus(store, p3_train)
     splits = labels.load_split_labels(store, labels_ref)
     train_splits, held = splits[: -stage.validation_splits], splits[-1]
@@ -263,13 +279,14 @@ def prepare(args: argparse.Namespace) -> Context:
             "%s features of %d examples: %.0f s", view, len(ids), time.perf_counter() - started
         )
     row_of = {i: k for k, i in enumerate(ids)}
+    terms = lexical_terms(args.preset)
 
     n_val = config.validation_max_targets
     (held_fs,) = feature_splits([held], row_of)
     validation = _targets(held_fs, slice(0, n_val))
 
     def scored(name: str, fs: FeatureSplit, split: SplitLabels, which: slice) -> Scored:
-        return _scored(name, fs, split, which, examples, row_of, tokenizer)
+        return _scored(name, fs, split, which, examples, row_of, tokenizer, terms)
 
     sets = {
         "validation": scored("validation", validation, held, slice(0, n_val)),
@@ -282,14 +299,28 @@ def prepare(args: argparse.Namespace) -> Context:
         sets[name] = scored(name, fs, truth.labels, slice(None))
 
     train_fs = feature_splits(train_splits, row_of)
+    bag = TokenBag.from_model(base_model, tokenizer, config.lexical.lm_max_length)
+    bag.fit([examples[i] for i in split_example_ids(splits)])  # the label corpus, as training
+    bags = bag.encode([examples[i] for i in ids])
     return Context(
-        config, features, row_of, train_fs, validation, sets, per_method, held, examples, tokenizer
+        config,
+        features,
+        row_of,
+        train_fs,
+        validation,
+        sets,
+        per_method,
+        held,
+        examples,
+        tokenizer,
+        bag,
+        bags,
     )
 
 
 def run(args: argparse.Namespace) -> None:
     ctx = prepare(args)
-    rows = ablation_rows() + budget_rows(args.budgets)
+    rows = ablation_rows(args.preset) + budget_rows(args.budgets)
     results = []
     for row in rows:
         overrides = {"teacher_steps": args.teacher_steps if row.teacher else 0, **row.overrides}
@@ -349,11 +380,16 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
         "best_step": result.best_step,
         "train_seconds": round(seconds, 1),
     }
+    bag = ctx.token_bag if run_config.token_bag_weights else None
     choice = choose_hybrid_weights(
-        embeddings, None, list(row_of), [ctx.held], ctx.examples, run_config, ctx.tokenizer
+        embeddings, bag, list(row_of), [ctx.held], ctx.examples, run_config, ctx.tokenizer
     )
     weight = choice["lexical_weight"]
     record["lexical_weight"] = weight
+    record["token_bag_weight"] = choice["token_bag_weight"]
+    if choice["token_bag_weight"] > 0:
+        scale = np.float32(np.sqrt(choice["token_bag_weight"]))
+        embeddings = np.concatenate([embeddings, scale * ctx.bags], axis=1)
     for name, scored in ctx.sets.items():
         plain = group_scores(
             embeddings[scored.split.targets],
@@ -390,19 +426,20 @@ def _scored(
     examples: Mapping[str, Example],
     row_of: Mapping[str, int],
     tokenizer: Any,
+    terms: Mapping[str, Bm25Config],
 ) -> Scored:
-    """A set's features and losses, and each of ``LEXICAL_TERMS`` fitted on the split's pool
-    (as the encoder's hybrid uses it) with its LDS alone."""
+    """A set's features and losses, and each of the lexical ``terms`` fitted on the split's
+    pool (as the encoder's hybrid uses it) with its LDS alone."""
     pool, membership = split_pool(labels_split)
     lexical, alone = {}, {}
-    for term, settings in LEXICAL_TERMS.items():
+    for term, settings in terms.items():
         bm25 = Bm25Attributor(settings, tokenizer=tokenizer)
         bm25.fit([examples[i] for i in pool])
         lexical[term] = bm25.score([examples[i] for i in labels_split.target_ids])[which]
         result = lds_of(sum_group_scores(lexical[term], membership), fs.losses)
         alone[term] = (result.mean, result.stderr)
     pool_rows = np.asarray([row_of[m] for m in pool], dtype=np.int64)
-    return Scored(name, fs, pool_rows, membership, lexical, fs.losses, alone)
+    return Scored(name, fs, pool_rows, membership, dict(terms), lexical, fs.losses, alone)
 
 
 def render_tables(results: list[dict], sets: Mapping[str, Scored], command: str) -> str:
@@ -428,13 +465,23 @@ def render_tables(results: list[dict], sets: Mapping[str, Scored], command: str)
         "and its hybrid weight λ; the held-out test and the evaluation sets selected nothing.",
         "Eval average: mean over the evaluation sets ± √Σse²/n.",
     ]
-    for suffix, title in (("", "encoder score"), (" hybrid", "hybrid score (encoder + λ·BM25)")):
+    for suffix, title in (
+        ("", "encoder score"),
+        (" hybrid", "hybrid score (encoder ⊕ √w·bag, + λ·BM25)"),
+    ):
         lines += ["", f"## LDS x100, {title}", ""]
-        header = ["row", "lever", "best step", *(["λ"] if suffix else []), *names, "eval average"]
+        header = [
+            "row",
+            "lever",
+            "best step",
+            *(["λ / w"] if suffix else []),
+            *names,
+            "eval average",
+        ]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for r in results:
-            extra = [f"{r['lexical_weight']:g}"] if suffix else []
+            extra = [f"{r['lexical_weight']:g} / {r['token_bag_weight']:g}"] if suffix else []
             cells = [cell(r[f"{n}{suffix}"]) for n in names]
             avg = average([r[f"{n}{suffix}"] for n in eval_names])
             lines.append(
@@ -443,7 +490,7 @@ def render_tables(results: list[dict], sets: Mapping[str, Scored], command: str)
                 + " |"
             )
         extra = ["—"] if suffix else []
-        for term in LEXICAL_TERMS:
+        for term in next(iter(sets.values())).terms:
             alone = [sets[n].lexical_lds[term] for n in names]
             evals = [sets[n].lexical_lds[term] for n in eval_names]
             lines.append(

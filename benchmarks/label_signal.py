@@ -9,14 +9,20 @@ reports the LDS ×100 per split; the last split is the held-out one the encoder 
 
 Rows:
 - BM25 over the question-and-answer text (the paper's baseline), the response alone with and
-  without stop-words, and the response in target-LM tokens (``bm25_response``);
+  without stop-words, the whole response in target-LM tokens, and ``bm25_response``: exactly the
+  response tokens the LM reads at the labels' fine-tuning length;
 - the untrained MiniLM encoder (cosine) on the question-and-answer text and on the response;
+- the token bag (``encoder.token_bag``, fitted on the split's examples) alone and added to
+  ``bm25_response`` as the hybrid adds it: z(bag·bag) + 8·z(BM25);
 - with ``--logra``: LoGra on the base LM θ₀, and its per-target z-score sum with
   ``bm25_response`` (how much the gradient signal adds to token overlap);
 - the target-independent part: LDS of the other targets' mean label (leave one out) and the
   mean pairwise Spearman ρ between targets' subset rankings.
 
-    .venv/bin/python -m benchmarks.label_signal --preset mini [--logra]
+A second table splits the targets of all splits by how many response tokens the LM reads and
+gives the mean per-target gain of each fused row over ``bm25_response``.
+
+    .venv/bin/python -m benchmarks.label_signal --preset mini [--logra] [--base-steps N]
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ from airrep_core.data.labels import SplitLabels, normalise_losses
 from airrep_core.encoder.head_training import split_pool
 from airrep_core.encoder.model import AirRepEncoder
 from airrep_core.encoder.teacher import zscore_rows
+from airrep_core.encoder.token_bag import TokenBag
 from airrep_core.evaluation.lds_eval import lds_of
+from airrep_core.lm.data import read_token_ids
 from airrep_core.lm.loading import load_causal_lm
 from airrep_core.methods.interface import sum_group_scores
 from airrep_core.methods.lexical import Bm25Attributor
@@ -82,6 +90,14 @@ def encoder_scorer(view: str, config: EncoderTrainConfig) -> Scorer:
     return score
 
 
+def token_bag_scorer(model: object, tokenizer: object, max_length: int) -> Scorer:
+    def score(targets: list[Example], pool: list[Example]) -> np.ndarray:
+        bag = TokenBag.from_model(model, tokenizer, max_length).fit([*targets, *pool])
+        return bag.encode(targets) @ bag.encode(pool).T
+
+    return score
+
+
 def method_scorer(name: str, model: object, tokenizer: object, preset: str) -> Scorer:
     def score(targets: list[Example], pool: list[Example]) -> np.ndarray:
         attributor = build_method(name, preset, model=model, tokenizer=tokenizer)
@@ -101,39 +117,73 @@ def target_independent(split: SplitLabels) -> tuple[float, float]:
     return lds_of(others.T, split.losses).mean, float((rho.sum() - n) / (n * (n - 1)))
 
 
+def print_gains_by_length(gains: dict[str, list[np.ndarray]], lengths: np.ndarray) -> None:
+    """Mean per-target LDS gain ×100 of each fused row over bm25_response, by the number of
+    response tokens the LM reads of the target (all splits' targets)."""
+    bins = ((1, 5), (5, 12), (12, 40), (40, None))
+    names = [f"{lo}–{hi - 1}" if hi else f"{lo}+" for lo, hi in bins]
+    print("\nGain over bm25_response by the target's response tokens (LDS ×100, all splits)\n")
+    print("| row | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(bins))
+    counts = [int(((lengths >= lo) & (lengths < (hi or 10**9))).sum()) for lo, hi in bins]
+    print("| targets | " + " | ".join(str(c) for c in counts) + " |")
+    for name, per_split in gains.items():
+        gain = np.concatenate(per_split)
+        cells = [
+            f"{100 * gain[(lengths >= lo) & (lengths < (hi or 10**9))].mean():+.1f}"
+            for lo, hi in bins
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="mini", choices=("tiny", "mini"))
     parser.add_argument("--root", default=None, help="storage root (default $AIRREP_STORAGE_ROOT)")
     parser.add_argument("--logra", action="store_true", help="add LoGra on θ₀ and its fusion")
+    parser.add_argument("--base-steps", type=int, default=None, help="base LM warm-up budget")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     started = time.perf_counter()
     store = ArtifactStore(args.root or default_root_uri())
     p3_train, _ = import_p3_holdout(store)
-    result = labels.generate_labels(store, p3_train, LabelsConfig.preset(args.preset))
+    labels_config = LabelsConfig.preset(args.preset)
+    if args.base_steps:
+        base = labels_config.base.replace(max_steps=args.base_steps)
+        labels_config = labels_config.replace(base=base)
+    result = labels.generate_labels(store, p3_train, labels_config)
     splits = labels.load_split_labels(store, result.labels_key)
     examples = load_corpus(store, p3_train).examples
     model, tokenizer = load_causal_lm(
         store.local_dir(store.get(labels.BASE_STAGE, result.base_key)), "cpu"
     )
     config = EncoderTrainConfig.preset(args.preset)
+    response = Bm25ResponseConfig.preset(args.preset)
+    lexical = "bm25_response: the response tokens the LM reads"
     rows: dict[str, Scorer] = {
         "bm25, question+answer words (paper baseline)": bm25_scorer(Bm25Config()),
         "bm25, response words": bm25_scorer(Bm25Config(view="response")),
         "bm25, response words, stop-words kept": bm25_scorer(
             Bm25Config(view="response", stopwords="")
         ),
-        "bm25_response: response, target-LM tokens": bm25_scorer(Bm25ResponseConfig(), tokenizer),
+        "bm25, the whole response in target-LM tokens": bm25_scorer(
+            response.replace(lm_max_length=0), tokenizer
+        ),
+        lexical: bm25_scorer(response, tokenizer),
         "MiniLM cosine, question+answer": encoder_scorer("question_answer", config),
         "MiniLM cosine, response": encoder_scorer("response", config),
+        "token bag": token_bag_scorer(model, tokenizer, response.lm_max_length),
     }
     if args.logra:
         rows["logra on θ₀"] = method_scorer("logra", model, tokenizer, args.preset)
     table: dict[str, list[float]] = {name: [] for name in rows}
-    fused = "bm25_response + 0.5 · logra (z-scored)"
-    extra: dict[str, list[float]] = {fused: []} if args.logra else {}
+    fusions = {"bm25_response + token bag: z(bag) + 8 · z(bm25)": ("token bag", 1 / 8)}
+    if args.logra:
+        fusions["bm25_response + 0.5 · logra (z-scored)"] = ("logra on θ₀", 0.5)
+    extra: dict[str, list[float]] = {name: [] for name in fusions}
     extra |= {"target-independent (other targets' mean label)": [], "mean pairwise ρ": []}
+    gains: dict[str, list[np.ndarray]] = {name: [] for name in fusions}
+    read_lengths: list[int] = []
     for split in splits:
         pool_ids, membership = split_pool(split)
         pool = [examples[i] for i in pool_ids]
@@ -144,11 +194,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             table[name].append(
                 lds_of(sum_group_scores(scores[name], membership), split.losses).mean
             )
-        if args.logra:
-            h = zscore_rows(
-                scores["bm25_response: response, target-LM tokens"]
-            ) + 0.5 * zscore_rows(scores["logra on θ₀"])
-            extra[fused].append(lds_of(sum_group_scores(h, membership), split.losses).mean)
+        alone = lds_of(sum_group_scores(scores[lexical], membership), split.losses)
+        for name, (row, weight) in fusions.items():
+            h = zscore_rows(scores[lexical]) + weight * zscore_rows(scores[row])
+            fused = lds_of(sum_group_scores(h, membership), split.losses)
+            extra[name].append(fused.mean)
+            gains[name].append(fused.per_target - alone.per_target)
+        read_lengths += [
+            len(read_token_ids(tokenizer, t.prompt, t.response, response.lm_max_length, True))
+            for t in targets
+        ]
         consensus, rho = target_independent(split)
         extra["target-independent (other targets' mean label)"].append(consensus)
         extra["mean pairwise ρ"].append(rho)
@@ -170,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             + " | ".join(cells)
             + (f" | {mean:.1f} |" if scale == 100 else f" | {mean:.3f} |")
         )
+    print_gains_by_length(gains, np.asarray(read_lengths))
     command = shlex.join([".venv/bin/python", "-m", "benchmarks.label_signal", *sys.argv[1:]])
     print(f"\nReproduce: `{command}` ({time.perf_counter() - started:.0f} s)")
 

@@ -183,6 +183,13 @@ def test_cli_rerun_recomputes_nothing(bench, monkeypatch):
     assert all_artifacts(store) == before
     assert "| airrep |" in outcome.output
     assert f"Reproduce: airrep bench lds --preset tiny --root {root}" in outcome.output
+    # --base-steps at the preset's own budget (tiny: 12) names the same base: nothing to redo.
+    outcome = CliRunner().invoke(
+        bench_app, ["lds", "--preset", "tiny", "--base-steps", "12", "--root", root]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    assert all_artifacts(store) == before
+    assert f"airrep bench lds --preset tiny --base-steps 12 --root {root}" in outcome.output
 
 
 def test_classification_on_hh_rlhf_chosen_rejected_with_tfidf_is_sane(bench):
