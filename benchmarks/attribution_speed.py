@@ -14,8 +14,10 @@ CPU): ``fit`` on the examples (the train-side featurisation, plus K-FAC factors 
 solve) and ``score`` of the same examples as queries (query featurisation, preconditioning, dot
 products). AirRep is timed as the AirRep encoder (all-MiniLM-L6-v2 + its projection, same
 precision rule, max 512 tokens) encoding the queries and scoring them against the stored train
-embeddings, alone (``airrep``) and as the hybrid score with a BM25 index over the target LM's
-response tokens (``airrep+bm25``, the label-efficient recipe's score when it validates better); the ratios are the hybrid's. Examples: real P3 examples with long
+embeddings, alone (``airrep``) and as the shipped recipe's hybrid score (``airrep+bm25+bag``): a
+BM25 index over the response tokens the target LM reads, and the token bag appended to the
+embedding (over a ``qwen2-6m``-shaped embedding table, width 256: at another target LM the bag is
+that LM's width wide); the ratios are the hybrid's. Examples: real P3 examples with long
 prompts (the lm.data tokens are counted and printed). Throughput = examples / seconds of the
 query pass; storage = floats stored per training example.
 
@@ -42,6 +44,7 @@ from airrep_core.config.baselines import GradDotConfig, LograConfig, TrakConfig
 from airrep_core.config.encoder import EncoderTrainConfig
 from airrep_core.data.examples import Example
 from airrep_core.encoder.model import AirRepEncoder
+from airrep_core.encoder.token_bag import TokenBag
 from airrep_core.lm.data import tokenize_example
 from airrep_core.lm.tokenizer import train_bpe_tokenizer
 from airrep_core.methods import GradientAttributor
@@ -166,12 +169,16 @@ def time_gradient_methods(
 
 
 def time_airrep(
-    examples: Sequence[Example], tokenizer: object, lexical_weight: float = 0.0
+    examples: Sequence[Example],
+    tokenizer: object,
+    lexical_weight: float = 0.0,
+    token_bag: TokenBag | None = None,
 ) -> Timing:
     """The AirRep encoder (MiniLM + its projection, the ``mini`` recipe's text view) behind the
     evaluation's attributor: ``fit`` encodes the train side; ``score`` encodes the queries and
     takes dot products. With ``lexical_weight`` > 0 it is the hybrid score (plus a BM25 index
-    over the target LM's ``tokenizer`` pieces, the recipe's lexical term, and its scores)."""
+    over the target LM's ``tokenizer`` pieces, the recipe's lexical term, and its scores), with
+    ``token_bag`` the bag appended to every embedding."""
     recipe = EncoderTrainConfig.preset("mini")
     encoder = AirRepEncoder.from_backbone(
         "all-MiniLM-L6-v2",
@@ -181,6 +188,7 @@ def time_airrep(
         text_view=recipe.text_view,
         lexical=recipe.lexical,
         lexical_tokenizer=tokenizer,
+        token_bag=token_bag,
     )
     encoder.lexical_weight = lexical_weight
     encoder.encode_examples(examples[:8], precision="auto")  # warm-up
@@ -195,7 +203,7 @@ def time_airrep(
     return Timing(
         "(encoder)",
         n_parameters,
-        "airrep+bm25" if lexical_weight else "airrep",
+        "airrep+bm25+bag" if token_bag else "airrep+bm25" if lexical_weight else "airrep",
         attributor.storage_floats_per_example,
         len(examples) / (fitted - started),
         len(examples) / (scored - fitted),
@@ -207,13 +215,13 @@ def format_table(airrep: Timing, timings: Sequence[Timing], plain: Timing | None
     shipped score, the hybrid when it is the default) to each gradient method; ``plain`` is the
     dot product alone, listed for reference."""
     header = (
-        f"{'target LM':<14} {'params':>7} {'method':<9} {'floats/ex':>9} {'fit ex/s':>9} "
+        f"{'target LM':<14} {'params':>7} {'method':<15} {'floats/ex':>9} {'fit ex/s':>9} "
         f"{'query ex/s':>10} {'AirRep x faster':>15} {'AirRep x less storage':>21}"
     )
     lines = [header, "-" * len(header)]
     for row in (plain, airrep) if plain is not None else (airrep,):
         lines.append(
-            f"{'any':<14} {row.n_parameters / 1e6:>6.0f}M {row.method:<9} "
+            f"{'any':<14} {row.n_parameters / 1e6:>6.0f}M {row.method:<15} "
             f"{row.floats_per_example:>9.0f} {row.fit_examples_per_second:>9.2f} "
             f"{row.query_examples_per_second:>10.2f} "
             f"{airrep.query_examples_per_second / row.query_examples_per_second:>15.1f} "
@@ -221,7 +229,7 @@ def format_table(airrep: Timing, timings: Sequence[Timing], plain: Timing | None
         )
     for t in timings:
         lines.append(
-            f"{t.model:<14} {t.n_parameters / 1e6:>6.0f}M {t.method:<9} {t.floats_per_example:>9.0f} "
+            f"{t.model:<14} {t.n_parameters / 1e6:>6.0f}M {t.method:<15} {t.floats_per_example:>9.0f} "
             f"{t.fit_examples_per_second:>9.3f} {t.query_examples_per_second:>10.3f} "
             f"{airrep.query_examples_per_second / t.query_examples_per_second:>15.1f} "
             f"{t.floats_per_example / airrep.floats_per_example:>21.1f}"
@@ -244,7 +252,10 @@ def main() -> None:
         f"torch threads: {torch.get_num_threads()}; target-LM tokens per example: mean {np.mean(lengths):.0f}"
     )
     plain = time_airrep(examples[: args.airrep_examples], tokenizer)
-    airrep = time_airrep(examples[: args.airrep_examples], tokenizer, lexical_weight=1.0)
+    table = torch.randn(len(tokenizer), 256).numpy()  # qwen2-6m's width; only time is measured
+    bag = TokenBag(tokenizer, table, EncoderTrainConfig.preset("mini").lexical.lm_max_length)
+    bag.fit(examples[: args.airrep_examples])
+    airrep = time_airrep(examples[: args.airrep_examples], tokenizer, 1.0, bag)
     for row in (plain, airrep):
         print(f"  {row.method}: {row.query_examples_per_second:.2f} ex/s", flush=True)
     configs = target_configs(len(tokenizer))
