@@ -25,8 +25,8 @@ EFFICIENT_RECIPE: Mapping[str, Any] = {
     "weight_decay": 0.0,
     "teacher_subset_size": 50,
     "text_view": "response",
-    "lexical_weights": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
-    "token_bag_weights": (0.25, 1.0, 4.0, 16.0),
+    "lexical_weights": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
+    "token_bag_weights": (0.25, 1.0, 4.0, 16.0, 64.0),
 }
 """What the label-efficient presets share (tiny and mini). The response view (encoder and BM25),
 BM25 over the target LM's tokens (exactly those it reads: ``lexical_terms``) and the token bag
