@@ -67,12 +67,17 @@ def test_bench_tiny_scores_every_method_with_a_noise_ceiling(bench):
     assert ceiling["n_subsets"] == 4
     by_method = {r["method"]: r for r in rows}
     # The tiny preset's recipe may pick the hybrid score on its held-out labels: then AirRep
-    # also stores BM25's per-term scores and sums hybrid scores over a subset.
-    weight = load_encoder(bench.store, result.encoder_ref).lexical_weight
-    lexical_floats = by_method["bm25"]["storage_floats_per_example"] if weight else 0
-    assert by_method["airrep"]["storage_floats_per_example"] == pytest.approx(384 + lexical_floats)
+    # also stores the BM25 of its lexical term (the recipe's: bm25_response's settings) and sums
+    # hybrid scores over a subset; with a token bag its embedding is 384 + the LM's width wide.
+    encoder = load_encoder(bench.store, result.encoder_ref)
+    weight = encoder.lexical_weight
+    lexical_floats = by_method["bm25_response"]["storage_floats_per_example"] if weight else 0
+    assert encoder.dim == 384 + (encoder.token_bag.dim if encoder.token_bag else 0)
+    assert by_method["airrep"]["storage_floats_per_example"] == pytest.approx(
+        encoder.dim + lexical_floats
+    )
     assert by_method["airrep"]["group_rule"].startswith("sum of hybrid" if weight else "attention")
-    assert by_method["airrep_mean"]["storage_floats_per_example"] == 384
+    assert by_method["airrep_mean"]["storage_floats_per_example"] == encoder.dim
     assert by_method["tfidf"]["group_rule"] == "sum of per-example scores"
     assert by_method["tfidf"]["n_train"] <= 64
 
@@ -183,12 +188,13 @@ def test_cli_rerun_recomputes_nothing(bench, monkeypatch):
     assert all_artifacts(store) == before
     assert "| airrep |" in outcome.output
     assert f"Reproduce: airrep bench lds --preset tiny --root {root}" in outcome.output
-    # --base-steps at the preset's own budget (tiny: 12) names the same base: nothing to redo.
+    # --base-steps at the preset's own budget (tiny: 12) names the same base: nothing to redo
+    # but the report, which records the command that reproduces it.
     outcome = CliRunner().invoke(
         bench_app, ["lds", "--preset", "tiny", "--base-steps", "12", "--root", root]
     )
     assert outcome.exit_code == 0, outcome.output
-    assert all_artifacts(store) == before
+    assert {stage for stage, _ in all_artifacts(store) - before} == {"evaluation-report"}
     assert f"airrep bench lds --preset tiny --base-steps 12 --root {root}" in outcome.output
 
 

@@ -135,8 +135,9 @@ def test_efficient_encoder_trains_on_teacher_then_labels(labelled):
     teacher_ref = build_teacher(
         store, corpus_ref, labels_ref, base_ref, stage.teacher, stage.validation_splits
     )
-    # The recipe's hybrid reads target-LM tokens: the base LM's tokenizer is an input.
-    with pytest.raises(ValueError, match="base LM's tokenizer"):
+    # The recipe's hybrid reads target-LM tokens and its token bag the LM's embeddings: the
+    # base LM is an input.
+    with pytest.raises(ValueError, match="needs the base LM"):
         train_encoder_artifact(store, corpus_ref, labels_ref, stage, teacher_ref=teacher_ref)
     ref = train_encoder_artifact(
         store, corpus_ref, labels_ref, stage, teacher_ref=teacher_ref, base_ref=base_ref
