@@ -96,9 +96,12 @@ class AirRepAttributor(Attributor):
     @property
     def group_rule(self) -> str:
         """How subset scores are formed (for the report)."""
+        bag = self.encoder.token_bag
+        dot = f"dot incl. token bag w={bag.weight:g}" if bag is not None else "dot"
         if self.lexical is not None:
-            return f"sum of hybrid scores (z-scored dot + {self.encoder.lexical_weight:g}·BM25)"
-        return method_spec(self.name).group_rule
+            return f"sum of hybrid scores (z-scored {dot} + {self.encoder.lexical_weight:g}·BM25)"
+        rule = method_spec(self.name).group_rule
+        return f"{rule} ({dot})" if bag is not None else rule
 
     def group_score(self, scores: np.ndarray, subsets: Sequence[np.ndarray]) -> np.ndarray:
         """Subset scores ``(n_query, n_subsets)`` float32 with AirRep's pooling.
