@@ -27,13 +27,14 @@ MAX_LENGTH = 48
 
 @pytest.fixture(scope="module")
 def data():
+    """(train, queries) P3 examples, 30 and 8."""
     return train_and_query_examples(n_train=30, n_query=8)
 
 
 @pytest.fixture(scope="module")
 def target_lm(data):
-    train, queries = data
-    tokenizer = train_tokenizer([f"{e.prompt} {e.response}" for e in train + queries])
+    """(model, tokenizer): a seeded tiny Qwen2 over a BPE trained on ``data``."""
+    tokenizer = train_tokenizer([f"{e.prompt} {e.response}" for part in data for e in part])
     return tiny_qwen2(tokenizer), tokenizer
 
 
@@ -79,14 +80,8 @@ def test_encoder_appends_its_bag_and_round_trips(data, target_lm, tmp_path):
     model, tokenizer = target_lm
     bag = TokenBag.from_model(model, tokenizer, MAX_LENGTH).fit(train)
     bag.weight = 2.0
-    encoder = AirRepEncoder.from_backbone(
-        "all-MiniLM-L6-v2",
-        max_length=64,
-        projection_init="identity",
-        normalize=True,
-        text_view="response",
-        token_bag=bag,
-    )
+    encoder = AirRepEncoder.from_config(EncoderTrainConfig.preset("tiny"))  # response view
+    encoder.token_bag = bag
     embeddings = encoder.encode_examples(queries)
     assert embeddings.shape == (len(queries), encoder.dense_dim + bag.dim) == (8, encoder.dim)
     np.testing.assert_allclose(
