@@ -219,8 +219,7 @@ class Context:
     held: SplitLabels
     examples: dict[str, Example]
     tokenizer: Any  # the target LM's, for BM25 over its tokens
-    token_bag: TokenBag  # over the base LM's input embeddings, fitted on the label corpus
-    bags: np.ndarray  # (n_rows, d_lm) float32 token bags of every row, weight 1
+    bags: np.ndarray  # (n_rows, d_lm) float32 token bags (fitted on the label corpus), weight 1
 
 
 def prepare(args: argparse.Namespace) -> Context:
@@ -301,7 +300,7 @@ def prepare(args: argparse.Namespace) -> Context:
     train_fs = feature_splits(train_splits, row_of)
     bag = TokenBag.from_model(base_model, tokenizer, config.lexical.lm_max_length)
     bag.fit([examples[i] for i in split_example_ids(splits)])  # the label corpus, as training
-    bags = bag.encode([examples[i] for i in ids])
+    bags = bag.encode([examples[i] for i in ids])  # every row: label corpus and evaluation sets
     return Context(
         config,
         features,
@@ -313,7 +312,6 @@ def prepare(args: argparse.Namespace) -> Context:
         held,
         examples,
         tokenizer,
-        bag,
         bags,
     )
 
@@ -380,9 +378,9 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
         "best_step": result.best_step,
         "train_seconds": round(seconds, 1),
     }
-    bag = ctx.token_bag if run_config.token_bag_weights else None
+    bags = ctx.bags if run_config.token_bag_weights else None
     choice = choose_hybrid_weights(
-        embeddings, bag, list(row_of), [ctx.held], ctx.examples, run_config, ctx.tokenizer
+        embeddings, bags, list(row_of), [ctx.held], ctx.examples, run_config, ctx.tokenizer
     )
     weight = choice["lexical_weight"]
     record["lexical_weight"] = weight

@@ -39,7 +39,7 @@ import torch
 
 from airrep_core.config.baselines import Bm25Config, Bm25ResponseConfig
 from airrep_core.config.encoder import EncoderTrainConfig
-from airrep_core.config.labels import LabelsConfig
+from airrep_core.config.labels import LabelsConfig, base_steps_override
 from airrep_core.data.examples import Example
 from airrep_core.data.labels import SplitLabels, normalise_losses
 from airrep_core.encoder.head_training import split_pool
@@ -92,8 +92,8 @@ def encoder_scorer(view: str, config: EncoderTrainConfig) -> Scorer:
 
 def token_bag_scorer(model: object, tokenizer: object, max_length: int) -> Scorer:
     def score(targets: list[Example], pool: list[Example]) -> np.ndarray:
-        bag = TokenBag.from_model(model, tokenizer, max_length).fit([*targets, *pool])
-        return bag.encode(targets) @ bag.encode(pool).T
+        bags = TokenBag.from_model(model, tokenizer, max_length).fit_encode([*targets, *pool])
+        return bags[: len(targets)] @ bags[len(targets) :].T
 
     return score
 
@@ -147,10 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     store = ArtifactStore(args.root or default_root_uri())
     p3_train, _ = import_p3_holdout(store)
-    labels_config = LabelsConfig.preset(args.preset)
-    if args.base_steps:
-        base = labels_config.base.replace(max_steps=args.base_steps)
-        labels_config = labels_config.replace(base=base)
+    labels_config = LabelsConfig.preset(args.preset, **base_steps_override(args.base_steps))
     result = labels.generate_labels(store, p3_train, labels_config)
     splits = labels.load_split_labels(store, result.labels_key)
     examples = load_corpus(store, p3_train).examples

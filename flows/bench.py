@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from airrep_core.config.evaluation import EvaluationConfig
-from airrep_core.config.labels import LabelsConfig
+from airrep_core.config.labels import LabelsConfig, base_steps_override
 from airrep_core.config.pipeline import EncoderStageConfig
 from flows.evaluation_flow import evaluate
 from storage.artifacts import ArtifactRef, ArtifactStore
@@ -83,9 +83,7 @@ def run_bench(
     say("importing P3 split by template (train / held out)")
     p3_train, _ = import_p3_holdout(store)
     say(f"labels for AirRep on {P3_TRAIN_DATASET} ({preset})")
-    labels_config = LabelsConfig.preset(preset)
-    if base_steps:
-        labels_config = labels_config.replace(base=labels_config.base.replace(max_steps=base_steps))
+    labels_config = LabelsConfig.preset(preset, **base_steps_override(base_steps))
     labels_result = labels.generate_labels(store, p3_train, labels_config)
     labels_ref = store.get(labels.LABELS_STAGE, labels_result.labels_key)
     base_ref = store.get(labels.BASE_STAGE, labels_result.base_key)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from airrep_core.config.base import PRECISIONS, TEXT_VIEWS, StageConfig, help_field, require
-from airrep_core.config.baselines import Bm25Config
+from airrep_core.config.baselines import Bm25Config, Bm25ResponseConfig
 
 POOLINGS = ("attention", "mean")
 RECIPES = ("paper", "efficient")
@@ -29,20 +29,10 @@ EFFICIENT_RECIPE: Mapping[str, Any] = {
     "token_bag_weights": (0.25, 1.0, 4.0, 16.0, 64.0),
 }
 """What the label-efficient presets share (tiny and mini). The response view (encoder and BM25),
-BM25 over the target LM's tokens (exactly those it reads: ``lexical_terms``) and the token bag
-were chosen on the mini label splits (the target LM's loss and fine-tuning read only response
+BM25 over the target LM's tokens (exactly those it reads: the presets' ``lexical`` is
+``Bm25ResponseConfig``'s, so ``bm25_response`` is that term alone) and the token bag were chosen
+on the mini label splits (the target LM's loss and fine-tuning read only response
 tokens): see the closing notes of issue 15."""
-
-
-def lexical_terms(lm_max_length: int) -> dict[str, Any]:
-    """The recipe's BM25 settings: the response's target-LM tokens that the LM reads when
-    fine-tuned at ``lm_max_length`` (the labels' ``FinetuneConfig.max_length`` of the preset)."""
-    return {
-        "view": "response",
-        "stopwords": "",
-        "tokens": "target_lm",
-        "lm_max_length": lm_max_length,
-    }
 
 
 PAPER_RECIPE_PRESETS: Mapping[str, Mapping[str, Any]] = {
@@ -93,7 +83,7 @@ class EncoderTrainConfig(StageConfig):
         # `make run`.
         "tiny": {
             **EFFICIENT_RECIPE,
-            "lexical": lexical_terms(64),
+            "lexical": Bm25ResponseConfig.preset("tiny").to_dict(),
             "max_length": 64,
             "targets_per_step": 8,
             "subsets_per_step": 4,
@@ -112,7 +102,7 @@ class EncoderTrainConfig(StageConfig):
         # survives truncation at 128 tokens.
         "mini": {
             **EFFICIENT_RECIPE,
-            "lexical": lexical_terms(192),
+            "lexical": Bm25ResponseConfig.preset("mini").to_dict(),
             "max_length": 128,
             "max_prompt_words": 64,
             "targets_per_step": 100,
@@ -278,11 +268,7 @@ class EncoderTrainConfig(StageConfig):
         )
         require(
             not self.token_bag_weights
-            or (
-                self.recipe == "efficient"
-                and self.lexical.needs_tokenizer
-                and self.lexical.lm_max_length > 0
-            ),
+            or (self.recipe == "efficient" and self.lexical.lm_max_length > 0),
             self,
             "token_bag_weights",
             self.token_bag_weights,

@@ -364,6 +364,12 @@ class FinetuneConfig(StageConfig):
         )
 
 
+def base_steps_override(base_steps: int | None) -> dict[str, Any]:
+    """``LabelsConfig.preset`` overrides for another scratch base LM warm-up budget
+    (``BaseModelConfig.max_steps``; None = the preset's): the regime table's runs."""
+    return {"base": {"max_steps": base_steps}} if base_steps else {}
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelsConfig(StageConfig):
     """Label generation end to end: sampling, base model, fine-tuning (one preset name for all)."""

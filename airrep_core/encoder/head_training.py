@@ -134,15 +134,14 @@ def train_encoder_head(
             raise ValueError("this recipe reads the target LM: pass lexical_tokenizer=")
         with torch.no_grad():
             embeddings = projection(torch.from_numpy(features)).numpy()
-        bag = None
+        bag, bags = None, None
         if config.token_bag_weights:
             if base_model is None:
                 raise ValueError("token_bag_weights need the target LM θ₀: pass base_model=")
-            bag = TokenBag.from_model(
-                base_model, lexical_tokenizer, config.lexical.lm_max_length
-            ).fit([examples[i] for i in ids])
+            bag = TokenBag.from_model(base_model, lexical_tokenizer, config.lexical.lm_max_length)
+            bags = bag.fit_encode([examples[i] for i in ids])
         choice = choose_hybrid_weights(
-            embeddings, bag, ids, validation_splits, examples, config, lexical_tokenizer
+            embeddings, bags, ids, validation_splits, examples, config, lexical_tokenizer
         )
         encoder.lexical_weight = choice.pop("lexical_weight")
         bag_weight = choice.pop("token_bag_weight")
@@ -165,7 +164,7 @@ def train_encoder_head(
 
 def choose_hybrid_weights(
     embeddings: np.ndarray,
-    bag: TokenBag | None,
+    bags: np.ndarray | None,
     example_ids: Sequence[str],
     splits: Sequence[SplitLabels],
     examples: Mapping[str, Example],
@@ -178,15 +177,15 @@ def choose_hybrid_weights(
 
     Args:
         embeddings: ``(len(example_ids), d)`` float32 projected embeddings, row i = example_ids[i].
-        bag: the fitted token bag (weight 1) when ``config.token_bag_weights``, else None.
+        bags: ``(len(example_ids), d_lm)`` float32 token bags at weight 1 (``TokenBag``), or
+            None for no token bag.
     Each candidate appends √w·bag to the embeddings and scores the plain encoder (its own
     pooling) at λ = 0, ``hybrid_group_scores`` with BM25 (``config.lexical``, fitted on each
     split's pool) at λ > 0. Returns ``{"token_bag_weight": w, "lexical_weight": λ,
     "w=<w> λ=<λ>": validation LDS, ...}``; ties go to the smaller w, then the smaller λ.
     """
-    bag_weights = [0.0, *map(float, config.token_bag_weights)] if bag is not None else [0.0]
+    bag_weights = [0.0, *map(float, config.token_bag_weights)] if bags is not None else [0.0]
     lexical_weights = [0.0, *map(float, config.lexical_weights)]
-    bags = bag.encode([examples[i] for i in example_ids]) if bag is not None else None
     row_of = {example_id: row for row, example_id in enumerate(example_ids)}
     totals = {(w, lam): 0.0 for w in bag_weights for lam in lexical_weights}
     for split in splits:

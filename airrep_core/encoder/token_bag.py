@@ -97,8 +97,9 @@ class TokenBag:
             )
             if max(ids) >= self.table.shape[0]:
                 raise ValueError(
-                    f"example {example.example_id!r}: token id {max(ids)} is outside the embedding table "
-                    f"({self.table.shape[0]} rows); the tokenizer and the table disagree"
+                    f"example {example.example_id!r}: token id {max(ids)} is outside the "
+                    f"embedding table ({self.table.shape[0]} rows); the tokenizer and the table "
+                    "disagree"
                 )
             out[row] = self.table[ids].mean(axis=0)
         return out
@@ -106,18 +107,27 @@ class TokenBag:
     def fit(self, examples: Sequence[Example]) -> TokenBag:
         """Set the centre to the examples' mean bag and the scale so that their centred bags have
         a mean squared norm of 1; returns ``self``."""
+        self.fit_encode(examples)
+        return self
+
+    def fit_encode(self, examples: Sequence[Example]) -> np.ndarray:
+        """``fit`` on ``examples``, then their ``(n, d_lm)`` float32 bags (``encode``), reading
+        each example's tokens once."""
         if not examples:
             raise ValueError("fit needs at least one example")
-        bags = self.mean_embeddings(examples)
-        self.center = bags.mean(axis=0)
-        mean_square = float(((bags - self.center) ** 2).sum(axis=1).mean())
+        means = self.mean_embeddings(examples)
+        self.center = means.mean(axis=0)
+        mean_square = float(((means - self.center) ** 2).sum(axis=1).mean())
         self.scale = 1.0 / math.sqrt(mean_square) if mean_square > 0 else 1.0
-        return self
+        return self._finish(means)
 
     def encode(self, examples: Sequence[Example]) -> np.ndarray:
         """``(n, d_lm)`` float32 b(z) of each example (module docstring)."""
-        factor = np.float32(self.scale * math.sqrt(self.weight))
-        return (self.mean_embeddings(examples) - self.center) * factor
+        return self._finish(self.mean_embeddings(examples))
+
+    def _finish(self, means: np.ndarray) -> np.ndarray:
+        """Centre, scale and weight ``(n, d_lm)`` mean embeddings."""
+        return (means - self.center) * np.float32(self.scale * math.sqrt(self.weight))
 
     def save(self, directory: Path) -> None:
         """Write the table, the centre, the settings and the tokenizer into ``directory``."""

@@ -51,9 +51,10 @@ def brute_force_bags(examples, model, tokenizer) -> np.ndarray:
 def test_bag_is_the_centred_scaled_mean_embedding_of_the_labelled_tokens(data, target_lm):
     train, queries = data
     model, tokenizer = target_lm
-    bag = TokenBag.from_model(model, tokenizer, MAX_LENGTH).fit(train)
+    bag = TokenBag.from_model(model, tokenizer, MAX_LENGTH)
+    fitted = bag.fit_encode(train)
+    np.testing.assert_array_equal(fitted, bag.encode(train))  # one pass == fit, then encode
     raw = brute_force_bags(train, model, tokenizer)
-    fitted = bag.encode(train)
     np.testing.assert_allclose(fitted.mean(axis=0), 0.0, atol=1e-5)
     assert (fitted**2).sum(axis=1).mean() == pytest.approx(1.0, rel=1e-5)
     center = raw.mean(axis=0)
@@ -112,8 +113,8 @@ def test_bag_weight_is_chosen_with_lambda_on_validation_labels():
         lexical_weights=(1.0,), token_bag_weights=(0.5, 2.0)
     )
     bag = TokenBag.from_model(model, tokenizer, config.lexical.lm_max_length)
-    bag.fit([examples[i] for i in ids])
-    choice = choose_hybrid_weights(embeddings, bag, ids, splits[2:], examples, config, tokenizer)
+    bags = bag.fit_encode([examples[i] for i in ids])
+    choice = choose_hybrid_weights(embeddings, bags, ids, splits[2:], examples, config, tokenizer)
     grid = {k: v for k, v in choice.items() if k.startswith("w=")}
     assert len(grid) == 3 * 2
     best = max(grid.values())
@@ -122,7 +123,6 @@ def test_bag_weight_is_chosen_with_lambda_on_validation_labels():
     split = splits[2]
     n = min(config.validation_max_targets, len(split.target_ids))
     pool = sorted({m for members in split.subset_members for m in members})
-    bags = bag.encode([examples[i] for i in ids])
     row = {i: k for k, i in enumerate(ids)}
     full = np.concatenate([embeddings, np.sqrt(2.0) * bags], axis=1)
     dots = full[[row[t] for t in split.target_ids[:n]]] @ full[[row[m] for m in pool]].T
