@@ -12,15 +12,21 @@ Rows:
   without stop-words, the whole response in target-LM tokens, and ``bm25_response``: exactly the
   response tokens the LM reads at the labels' fine-tuning length;
 - the untrained MiniLM encoder (cosine) on the question-and-answer text and on the response;
+- BM25 over the bigrams and over the trigrams of those tokens alone, and the hybrid's lexical
+  term: unigrams, bigrams and trigrams z-scored per target and weighted 1 : 1 : 0.5
+  (``LEXICAL_NGRAM_WEIGHTS``);
 - the token bag (``encoder.token_bag``, fitted on the split's examples) alone and added to
-  ``bm25_response`` as the hybrid adds it: z(bag·bag) + 8·z(BM25);
+  ``bm25_response`` or to the n-gram term as the hybrid adds it: z(bag·bag) + 8·z(lexical);
 - with ``--logra``: LoGra on the base LM θ₀, and its per-target z-score sum with
   ``bm25_response`` (how much the gradient signal adds to token overlap);
 - the target-independent part: LDS of the other targets' mean label (leave one out) and the
   mean pairwise Spearman ρ between targets' subset rankings.
 
 A second table splits the targets of all splits by how many response tokens the LM reads and
-gives the mean per-target gain of each fused row over ``bm25_response``.
+gives the mean per-target gain of each fused row over ``bm25_response``. A third is where the
+n-gram weights come from: LDS of 1·z(uni) + a_2·z(bi) + a_3·z(tri) over a grid, on the training
+splits with the held-out split's validation targets (the recipe's ``validation_max_targets``
+first ones), which choose, and on its remaining test targets, which only confirm.
 
     .venv/bin/python -m benchmarks.label_signal --preset mini [--logra] [--base-steps N]
 """
@@ -38,18 +44,17 @@ import scipy.stats
 import torch
 
 from airrep_core.config.baselines import Bm25Config, Bm25ResponseConfig
-from airrep_core.config.encoder import EncoderTrainConfig
+from airrep_core.config.encoder import LEXICAL_NGRAM_WEIGHTS, EncoderTrainConfig
 from airrep_core.config.labels import LabelsConfig, base_steps_override
 from airrep_core.data.examples import Example
 from airrep_core.data.labels import SplitLabels, normalise_losses
 from airrep_core.encoder.head_training import split_pool
 from airrep_core.encoder.model import AirRepEncoder
-from airrep_core.encoder.teacher import zscore_rows
 from airrep_core.encoder.token_bag import TokenBag
 from airrep_core.evaluation.lds_eval import lds_of
 from airrep_core.lm.data import read_token_ids
 from airrep_core.lm.loading import load_causal_lm
-from airrep_core.methods.interface import sum_group_scores
+from airrep_core.methods.interface import sum_group_scores, zscore_rows
 from airrep_core.methods.lexical import Bm25Attributor
 from airrep_core.methods.registry import build_method
 from storage.artifacts import ArtifactStore
@@ -57,6 +62,12 @@ from storage.root import default_root_uri
 from tasks import labels
 from tasks.corpus import load_corpus
 from tasks.ground_truth import import_p3_holdout
+
+BIGRAMS = "bm25, bigrams of the response tokens the LM reads"
+TRIGRAMS = "bm25, trigrams of the response tokens the LM reads"
+NGRAMS = "the hybrid's lexical term: uni + bi + 0.5 · tri, each z-scored"
+NGRAM_GRID = [(a2, a3) for a2 in (0.0, 0.25, 0.5, 1.0, 2.0) for a3 in (0.0, 0.25, 0.5, 1.0)]
+"""(a_2, a_3) weights of bigrams and trigrams beside unigrams (weight 1) that the grid scores."""
 
 Scorer = Callable[[list[Example], list[Example]], np.ndarray]
 """(targets, pool) -> (n_targets, n_pool) float32 scores, higher = more helpful."""
@@ -136,6 +147,24 @@ def print_gains_by_length(gains: dict[str, list[np.ndarray]], lengths: np.ndarra
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def print_ngram_grid(grid: dict[tuple[float, float], list[np.ndarray]], n_validation: int) -> None:
+    """LDS ×100 of 1·z(uni) + a_2·z(bi) + a_3·z(tri) per cell: the mean over the training splits
+    and the held-out split's first ``n_validation`` targets (what chooses), and over its other
+    targets (the test half, which only confirms); best choosing cells first."""
+    rows = []
+    for (a2, a3), per_split in grid.items():
+        *train, held_out = per_split
+        choose = np.mean([t.mean() for t in train] + [held_out[:n_validation].mean()])
+        rows.append((choose, held_out[n_validation:].mean(), a2, a3))
+    rows.sort(key=lambda row: -row[0])
+    print("\nN-gram weights (unigram weight 1): choosing on the training splits + validation\n")
+    print("| a_2 (bigrams) | a_3 (trigrams) | training + validation | held-out test half |")
+    print("|---|---|---|---|")
+    for choose, test, a2, a3 in rows:
+        recipe = " (recipe)" if (1.0, a2, a3) == LEXICAL_NGRAM_WEIGHTS else ""
+        print(f"| {a2:g}{recipe} | {a3:g} | {100 * choose:.2f} | {100 * test:.2f} |")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="mini", choices=("tiny", "mini"))
@@ -167,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             response.replace(lm_max_length=0), tokenizer
         ),
         lexical: bm25_scorer(response, tokenizer),
+        BIGRAMS: bm25_scorer(response.replace(ngram_weights=(0.0, 1.0)), tokenizer),
+        TRIGRAMS: bm25_scorer(response.replace(ngram_weights=(0.0, 0.0, 1.0)), tokenizer),
+        NGRAMS: bm25_scorer(response.replace(ngram_weights=LEXICAL_NGRAM_WEIGHTS), tokenizer),
         "MiniLM cosine, question+answer": encoder_scorer("question_answer", config),
         "MiniLM cosine, response": encoder_scorer("response", config),
         "token bag": token_bag_scorer(model, tokenizer, response.lm_max_length),
@@ -174,12 +206,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.logra:
         rows["logra on θ₀"] = method_scorer("logra", model, tokenizer, args.preset)
     table: dict[str, list[float]] = {name: [] for name in rows}
-    fusions = {"bm25_response + token bag: z(bag) + 8 · z(bm25)": ("token bag", 1 / 8)}
+    fusions = {  # name -> (lexical row, added row, its weight relative to the lexical row)
+        "bm25_response + token bag: z(bag) + 8 · z(bm25)": (lexical, "token bag", 1 / 8),
+        "n-gram term + token bag: z(bag) + 8 · z(n-grams)": (NGRAMS, "token bag", 1 / 8),
+    }
     if args.logra:
-        fusions["bm25_response + 0.5 · logra (z-scored)"] = ("logra on θ₀", 0.5)
+        fusions["bm25_response + 0.5 · logra (z-scored)"] = (lexical, "logra on θ₀", 0.5)
+        fusions["n-gram term + 0.5 · logra (z-scored)"] = (NGRAMS, "logra on θ₀", 0.5)
     extra: dict[str, list[float]] = {name: [] for name in fusions}
     extra |= {"target-independent (other targets' mean label)": [], "mean pairwise ρ": []}
-    gains: dict[str, list[np.ndarray]] = {name: [] for name in fusions}
+    gains: dict[str, list[np.ndarray]] = {name: [] for name in (NGRAMS, *fusions)}
+    grid: dict[tuple[float, float], list[np.ndarray]] = {cell: [] for cell in NGRAM_GRID}
     read_lengths: list[int] = []
     for split in splits:
         pool_ids, membership = split_pool(split)
@@ -192,11 +229,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 lds_of(sum_group_scores(scores[name], membership), split.losses).mean
             )
         alone = lds_of(sum_group_scores(scores[lexical], membership), split.losses)
-        for name, (row, weight) in fusions.items():
-            h = zscore_rows(scores[lexical]) + weight * zscore_rows(scores[row])
+        ngrams = lds_of(sum_group_scores(scores[NGRAMS], membership), split.losses)
+        gains[NGRAMS].append(ngrams.per_target - alone.per_target)
+        for name, (base, row, weight) in fusions.items():
+            h = zscore_rows(scores[base]) + weight * zscore_rows(scores[row])
             fused = lds_of(sum_group_scores(h, membership), split.losses)
             extra[name].append(fused.mean)
             gains[name].append(fused.per_target - alone.per_target)
+        for a2, a3 in NGRAM_GRID:
+            h = zscore_rows(scores[lexical]) + a2 * zscore_rows(scores[BIGRAMS])
+            h += a3 * zscore_rows(scores[TRIGRAMS])
+            grid[a2, a3].append(lds_of(sum_group_scores(h, membership), split.losses).per_target)
         read_lengths += [
             len(read_token_ids(tokenizer, t.prompt, t.response, response.lm_max_length, True))
             for t in targets
@@ -223,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             + (f" | {mean:.1f} |" if scale == 100 else f" | {mean:.3f} |")
         )
     print_gains_by_length(gains, np.asarray(read_lengths))
+    print_ngram_grid(grid, config.validation_max_targets)
     command = shlex.join([".venv/bin/python", "-m", "benchmarks.label_signal", *sys.argv[1:]])
     print(f"\nReproduce: `{command}` ({time.perf_counter() - started:.0f} s)")
 

@@ -15,8 +15,7 @@ import numpy as np
 
 from airrep_core.attribution.search import TopK
 from airrep_core.data.examples import Example
-from airrep_core.encoder.teacher import zscore_rows
-from airrep_core.methods.interface import sum_group_scores
+from airrep_core.methods.interface import sum_group_scores, zscore_rows
 from airrep_core.methods.lexical import Bm25Attributor
 
 

@@ -88,6 +88,12 @@ class Bm25Config(StageConfig):
         "lm.data's truncation at this many tokens (the labels' fine-tuning max_length; the "
         "response with its EOS token, or prompt and response), 0 = the whole view's text",
     )
+    ngram_weights: tuple[float, ...] = help_field(
+        (1.0,),
+        "weight a_n of term n-grams of order n = 1, 2, ...: one BM25 index per order with a_n > 0 "
+        "over each text's runs of n consecutive terms; one order with a_n > 0 = its plain BM25 "
+        "scores, more = sum_n a_n * (BM25 of order n, z-scored per query over the pool)",
+    )
 
     PRESETS: ClassVar = {"tiny": {}, "mini": {}, "paper": {}}
 
@@ -106,6 +112,16 @@ class Bm25Config(StageConfig):
             "lm_max_length",
             self.lm_max_length,
             "0 unless tokens='target_lm'",
+        )
+        require(
+            isinstance(self.ngram_weights, tuple)
+            and bool(self.ngram_weights)
+            and all(isinstance(a, (int, float)) and a >= 0 for a in self.ngram_weights)
+            and any(a > 0 for a in self.ngram_weights),
+            self,
+            "ngram_weights",
+            self.ngram_weights,
+            "a non-empty tuple of numbers >= 0, at least one > 0",
         )
 
     @property

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from airrep_core.data.shapes import check_shape
+from airrep_core.methods.interface import zscore_rows
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,6 @@ def draw_teacher_examples(
     targets = sorted(eligible[i] for i in order[:n_targets])
     candidates = sorted(eligible[i] for i in order[n_targets:])
     return targets, candidates
-
-
-def zscore_rows(scores: np.ndarray) -> np.ndarray:
-    """``(n, m)`` float32: each row minus its mean, over its population std (1 where it is 0)."""
-    values = np.asarray(scores, dtype=np.float64)
-    if values.ndim != 2:
-        raise ValueError(f"scores must be 2-D (n_targets, n_candidates), got {values.shape}")
-    std = values.std(axis=1, keepdims=True)
-    std[std == 0] = 1.0
-    return ((values - values.mean(axis=1, keepdims=True)) / std).astype(np.float32)
 
 
 def fuse_scores(

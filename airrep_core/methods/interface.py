@@ -139,3 +139,13 @@ def sum_group_scores(scores: np.ndarray, subsets: Sequence[np.ndarray]) -> np.nd
     for column, indices in enumerate(subsets):
         np.add.at(membership[:, column], indices, 1.0)
     return (scores.astype(np.float64) @ membership).astype(np.float32)
+
+
+def zscore_rows(scores: np.ndarray) -> np.ndarray:
+    """``(n, m)`` float32: each row minus its mean, over its population std (1 where it is 0)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n_targets, n_candidates), got {values.shape}")
+    std = values.std(axis=1, keepdims=True)
+    std[std == 0] = 1.0
+    return ((values - values.mean(axis=1, keepdims=True)) / std).astype(np.float32)

@@ -5,7 +5,9 @@ Text used for both documents (train examples) and queries: by default ``examples
 encoder sees; the constant ``Question``/``Answer`` words occur in every document and get the
 lowest IDF. BM25 can instead read the response alone (``Bm25Config.view``) in the target LM's own
 tokens (``Bm25Config.tokens``), optionally only those the LM reads under its fine-tuning truncation
-(``Bm25Config.lm_max_length``): the ``bm25_response`` baseline and the hybrid's lexical term.
+(``Bm25Config.lm_max_length``): the ``bm25_response`` baseline. The hybrid's lexical term adds
+n-grams of those tokens (``Bm25Config.ngram_weights``): one BM25 index per order, z-scored per
+query and summed with weights.
 """
 
 from __future__ import annotations
@@ -20,7 +22,20 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from airrep_core.config.baselines import Bm25Config, TfidfConfig
 from airrep_core.data.examples import Example, view_text
 from airrep_core.lm.data import read_token_ids
-from airrep_core.methods.interface import Attributor, NotFittedError
+from airrep_core.methods.interface import Attributor, NotFittedError, zscore_rows
+
+NGRAM_SEPARATOR = "\x1f"
+"""Joins the terms of an n-gram into one BM25 term (the ASCII unit separator: no tokenizer piece
+or bm25s word contains it)."""
+
+
+def ngram_terms(terms: Sequence[str], order: int) -> list[str]:
+    """The runs of ``order`` consecutive ``terms``, each joined by ``NGRAM_SEPARATOR`` into one
+    term (``order`` = 1: the terms themselves); ``len(terms) - order + 1`` of them, none when the
+    text is shorter than ``order``."""
+    if order == 1:
+        return list(terms)
+    return [NGRAM_SEPARATOR.join(terms[k : k + order]) for k in range(len(terms) - order + 1)]
 
 
 def example_texts(
@@ -89,8 +104,12 @@ class Bm25Attributor(Attributor):
     (a transformers tokenizer): with ``config.lm_max_length`` > 0 exactly the pieces the LM reads
     (``lm.data.read_token_ids``), else the view's text tokenised after a space.
     A query with no indexed term scores 0 everywhere.
-    Storage: ``storage_floats_per_example`` = the mean number of distinct indexed terms per
-    document (bm25s stores one precomputed score per (document, term) pair).
+    N-grams (``config.ngram_weights`` = (a_1, a_2, ...)): one bm25s index per order n with
+    a_n > 0, over ``ngram_terms(terms, n)``. One such order scores its plain BM25; more score
+    Σ_n a_n · zscore_rows(BM25_n), z-scored per query over the fitted documents (so a pool's
+    ranking needs the whole pool scored, as the hybrid does).
+    Storage: ``storage_floats_per_example`` = the mean number of distinct indexed terms (n-grams
+    of every order) per document (bm25s stores one precomputed score per (document, term) pair).
     """
 
     name = "bm25"
@@ -101,8 +120,7 @@ class Bm25Attributor(Attributor):
         if self.config.needs_tokenizer and tokenizer is None:
             raise ValueError("BM25 over target-LM tokens (tokens='target_lm') needs tokenizer=")
         self.tokenizer = tokenizer
-        self._retriever: bm25s.BM25 | None = None
-        self._vocab: dict[str, int] = {}
+        self._retrievers: dict[int, bm25s.BM25 | None] = {}
         self._floats_per_example = 0.0
 
     def _tokenize(self, examples: Sequence[Example]) -> list[list[str]]:
@@ -132,31 +150,57 @@ class Bm25Attributor(Attributor):
             show_progress=False,
         )
 
+    @property
+    def _orders(self) -> dict[int, float]:
+        """``{n: a_n}`` for every order with a positive weight."""
+        return {n: a for n, a in enumerate(self.config.ngram_weights, start=1) if a > 0}
+
     def _fit(self, train: Sequence[Example]) -> None:
         tokens = self._tokenize(train)
         bm25s = _import_bm25s()
-        retriever = bm25s.BM25(
-            k1=self.config.k1, b=self.config.b, method=self.config.method, backend="numpy"
-        )
-        retriever.index(tokens, show_progress=False)
-        self._retriever = retriever
-        self._vocab = retriever.vocab_dict
-        self._floats_per_example = float(np.mean([len(set(doc)) for doc in tokens]))
+        self._retrievers = {}
+        floats = 0.0
+        for order in self._orders:
+            documents = [ngram_terms(doc, order) for doc in tokens]
+            floats += float(np.mean([len(set(doc)) for doc in documents]))
+            if not any(documents):  # no document is `order` terms long: this order scores 0
+                self._retrievers[order] = None
+                continue
+            retriever = bm25s.BM25(
+                k1=self.config.k1, b=self.config.b, method=self.config.method, backend="numpy"
+            )
+            retriever.index(documents, show_progress=False)
+            self._retrievers[order] = retriever
+        self._floats_per_example = floats
 
     def _score(self, queries: Sequence[Example]) -> np.ndarray:
-        if self._retriever is None:
+        if not self._retrievers:
             raise NotFittedError("Bm25Attributor is not fitted")
         query_tokens = self._tokenize(queries)
-        scores = np.zeros((len(queries), self.num_train), dtype=np.float32)
+        orders = self._orders
+        if len(orders) == 1:
+            return self._order_scores(query_tokens, next(iter(orders)))
+        total = np.zeros((len(queries), self.num_train), dtype=np.float32)
+        for order, weight in orders.items():
+            total += np.float32(weight) * zscore_rows(self._order_scores(query_tokens, order))
+        return total
+
+    def _order_scores(self, query_tokens: Sequence[Sequence[str]], order: int) -> np.ndarray:
+        """``(n_query, num_train)`` float32 BM25 of each query's ``order``-grams."""
+        scores = np.zeros((len(query_tokens), self.num_train), dtype=np.float32)
+        retriever = self._retrievers[order]
+        if retriever is None:
+            return scores
+        vocab = retriever.vocab_dict
         for row, tokens in enumerate(query_tokens):
-            known = [token for token in tokens if token in self._vocab]
+            known = [term for term in ngram_terms(tokens, order) if term in vocab]
             if known:
-                scores[row] = self._retriever.get_scores(known)
+                scores[row] = retriever.get_scores(known)
         return scores
 
     @property
     def storage_floats_per_example(self) -> float:
-        if self._retriever is None:
+        if not self._retrievers:
             raise NotFittedError("Bm25Attributor is not fitted")
         return self._floats_per_example
 

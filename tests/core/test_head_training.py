@@ -24,16 +24,12 @@ from airrep_core.encoder.head_training import (
 )
 from airrep_core.encoder.model import AirRepEncoder, init_projection
 from airrep_core.encoder.scoring import group_scores
-from airrep_core.encoder.teacher import (
-    TeacherScores,
-    draw_teacher_examples,
-    fuse_scores,
-    zscore_rows,
-)
+from airrep_core.encoder.teacher import TeacherScores, draw_teacher_examples, fuse_scores
 from airrep_core.errors import ConfigError
 from airrep_core.evaluation.metrics import lds
 from airrep_core.methods import build_method
 from airrep_core.methods.airrep import AirRepAttributor
+from airrep_core.methods.interface import zscore_rows
 from airrep_core.methods.lexical import Bm25Attributor
 
 CONFIG = EncoderTrainConfig.preset(

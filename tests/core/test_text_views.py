@@ -13,7 +13,7 @@ from p3_fixtures import p3_examples
 
 from airrep_core.config.base import TEXT_VIEWS
 from airrep_core.config.baselines import Bm25Config, Bm25ResponseConfig
-from airrep_core.config.encoder import EncoderTrainConfig
+from airrep_core.config.encoder import LEXICAL_NGRAM_WEIGHTS, EncoderTrainConfig
 from airrep_core.config.labels import FinetuneConfig
 from airrep_core.data.examples import encoder_text, view_text
 from airrep_core.encoder.model import LEXICAL_TOKENIZER_DIR, AirRepEncoder
@@ -23,6 +23,8 @@ from airrep_core.lm.tokenizer import train_bpe_tokenizer
 from airrep_core.methods import build_method
 from airrep_core.methods.airrep import AirRepAttributor
 from airrep_core.methods.lexical import Bm25Attributor
+
+NGRAM_LEXICAL = Bm25ResponseConfig(ngram_weights=LEXICAL_NGRAM_WEIGHTS)
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +136,14 @@ def test_response_view_hybrid_encoder_round_trips_with_its_tokenizer(tmp_path, t
         projection_init="identity",
         normalize=True,
         text_view="response",
-        lexical=Bm25ResponseConfig(),
+        lexical=NGRAM_LEXICAL,
         lexical_tokenizer=tokenizer,
         lexical_weight=2.0,
     )
     directory = encoder.save(tmp_path / "encoder")
     assert (directory / LEXICAL_TOKENIZER_DIR).is_dir()
     loaded = AirRepEncoder.from_pretrained(directory)
-    assert (
-        loaded.text_view == "response"
-        and loaded.lexical.to_dict() == Bm25ResponseConfig().to_dict()
-    )
+    assert loaded.text_view == "response" and loaded.lexical.to_dict() == NGRAM_LEXICAL.to_dict()
     assert loaded.lexical_tokenizer("a B 7")["input_ids"] == tokenizer("a B 7")["input_ids"]
     # The encoder reads the response alone, for queries and pool alike.
     np.testing.assert_allclose(
@@ -153,10 +152,86 @@ def test_response_view_hybrid_encoder_round_trips_with_its_tokenizer(tmp_path, t
     hybrid = AirRepAttributor(loaded, "attention", batch_size=8)
     hybrid.fit(pool)
     dots = loaded.encode_examples(queries) @ loaded.encode_examples(pool).T
-    bm25 = Bm25Attributor(Bm25ResponseConfig(), tokenizer=tokenizer)
+    bm25 = Bm25Attributor(NGRAM_LEXICAL, tokenizer=tokenizer)
     bm25.fit(pool)
     # A constant BM25 row (a query sharing no token with the pool) z-scores to 0.
     expected = scipy.stats.zscore(dots, axis=1) + 2.0 * np.nan_to_num(
         scipy.stats.zscore(bm25.score(queries), axis=1)
     )
     np.testing.assert_allclose(hybrid.score(queries), expected, atol=1e-4)
+
+
+def labelled_pieces(tokenizer, examples, max_length: int) -> list[list[str]]:
+    """Each example's labelled tokens under ``tokenize_example`` (what the LM reads), as pieces."""
+    return [
+        tokenizer.convert_ids_to_tokens(
+            [
+                label
+                for label in tokenize_example(tokenizer, e.prompt, e.response, max_length).labels
+                if label != IGNORE_INDEX
+            ]
+        )
+        for e in examples
+    ]
+
+
+def grams(pieces: list[str], order: int) -> list[str]:
+    """The order-grams of ``pieces`` as the repr of a tuple (independent of ``ngram_terms``)."""
+    return [repr(tuple(pieces[k : k + order])) for k in range(len(pieces) - order + 1)]
+
+
+def test_ngram_bm25_is_the_weighted_sum_of_per_order_zscored_bm25s(data, tokenizer):
+    """Several orders: Σ_n a_n · z(BM25 over n-grams), z per query (scipy) over the documents."""
+    train, queries = data
+    weights = (1.0, 0.0, 0.5)  # a zero order is not indexed
+    attributor = Bm25Attributor(
+        Bm25ResponseConfig(lm_max_length=4096, ngram_weights=weights), tokenizer=tokenizer
+    )
+    attributor.fit(train)
+    pieces = labelled_pieces(tokenizer, [*train, *queries], 4096)
+    expected = np.zeros((len(queries), len(train)))
+    for order, weight in ((1, 1.0), (3, 0.5)):
+        documents = [grams(p, order) for p in pieces]
+        raw = bm25s_scores(documents[: len(train)], documents[len(train) :])
+        expected += weight * np.nan_to_num(scipy.stats.zscore(raw, axis=1))
+    np.testing.assert_allclose(attributor.score(queries), expected, rtol=1e-4, atol=1e-4)
+    distinct = [len(set(grams(p, 1))) + len(set(grams(p, 3))) for p in pieces[: len(train)]]
+    assert attributor.storage_floats_per_example == pytest.approx(np.mean(distinct))
+
+
+def test_one_ngram_order_scores_plain_bm25_over_its_ngrams(data, tokenizer):
+    """A single order keeps BM25's own scale (the ``bm25_response`` baseline is order 1 alone);
+    an order longer than every document scores 0."""
+    train, queries = data
+    pieces = labelled_pieces(tokenizer, [*train, *queries], 4096)
+    bigrams = Bm25Attributor(
+        Bm25ResponseConfig(lm_max_length=4096, ngram_weights=(0.0, 3.0)), tokenizer=tokenizer
+    )
+    bigrams.fit(train)
+    documents = [grams(p, 2) for p in pieces]
+    expected = bm25s_scores(documents[: len(train)], documents[len(train) :])
+    np.testing.assert_allclose(bigrams.score(queries), expected, rtol=1e-5, atol=1e-6)
+    longest = max(len(p) for p in pieces)
+    beyond = Bm25Attributor(
+        Bm25ResponseConfig(lm_max_length=4096, ngram_weights=(0.0,) * longest + (1.0,)),
+        tokenizer=tokenizer,
+    )
+    beyond.fit(train)
+    np.testing.assert_array_equal(beyond.score(queries), 0.0)
+
+
+@pytest.mark.parametrize("weights", [(), (0.0, 0.0), (1.0, -0.5)])
+def test_ngram_weights_need_a_positive_order_and_no_negative_one(weights):
+    with pytest.raises(ConfigError, match="ngram_weights"):
+        Bm25ResponseConfig(ngram_weights=weights)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "mini"])
+def test_the_recipe_lexical_term_is_bm25_response_with_ngrams(preset):
+    """``bm25_response`` is the unigram part of the hybrid's lexical term, at every preset."""
+    lexical = EncoderTrainConfig.preset(preset).lexical
+    assert lexical.ngram_weights == LEXICAL_NGRAM_WEIGHTS
+    assert lexical.to_dict() == {
+        **Bm25ResponseConfig.preset(preset).to_dict(),
+        "ngram_weights": list(LEXICAL_NGRAM_WEIGHTS),
+    }
