@@ -15,9 +15,10 @@ per text view (features cached in the work folder) and a row trains in seconds. 
   text and on the response view, a random start (the paper's initialisation), the identity start
   trained on labels, then teacher pre-training (BM25 over target-LM response tokens, LoGra on θ₀,
   or both fused) before the labels, teacher pre-training alone, and the default recipe with the
-  paper's text view, without the token bag, then also with BM25 over the whole response instead
-  of the tokens the LM reads, or with the paper's BM25 (words of the question-and-answer text)
-  as the hybrid's lexical term;
+  paper's text view, with unigram BM25 instead of the n-gram term, without the token bag (also
+  with unigrams), then also with BM25 over the whole response instead of the tokens the LM
+  reads, or with the paper's BM25 (words of the question-and-answer text) as the hybrid's
+  lexical term;
 - label budget: the identity start and the teacher start trained on 8, 16 or 32 subsets of each
   training split (24 / 48 / 96 fine-tuned subsets), and on none;
 - every row's **hybrid** column adds λ · BM25 (the row's ``lexical`` settings) to the encoder's
@@ -110,13 +111,15 @@ class Scored:
 
 def lexical_terms(preset: str) -> dict[str, Bm25Config]:
     """The hybrid's lexical terms compared: the paper's BM25 baseline, BM25 over the response
-    tokens the target LM reads (the recipe's default at ``preset``) and over the whole response
-    in target-LM tokens; each also a reference row."""
+    tokens the target LM reads (``bm25_response``), over the whole response in target-LM tokens,
+    and the recipe's default at ``preset``: unigrams, bigrams and trigrams of the tokens the LM
+    reads; each also a reference row (the lexical term alone)."""
     response = Bm25ResponseConfig.preset(preset)
     return {
         "bm25 (paper)": Bm25Config(),
         "bm25_response": response,
         "bm25_response, whole response": response.replace(lm_max_length=0),
+        "n-gram term (the recipe's)": EncoderTrainConfig.preset(preset).lexical,
     }
 
 
@@ -140,7 +143,8 @@ def ablation_rows(preset: str) -> list[Row]:
     """Each lever on and off (the default recipe is the 'identity + teacher + labels' row, with
     the token bag and BM25 over the response tokens the LM reads)."""
     no_bag = {"token_bag_weights": ()}
-    whole = lexical_terms(preset)["bm25_response, whole response"]
+    terms = lexical_terms(preset)
+    whole, unigrams = terms["bm25_response, whole response"], terms["bm25_response"]
     return [
         Row(
             "backbone, paper text (identity start, step 0)", "view off", {"steps": 0, **PAPER_TEXT}
@@ -157,7 +161,19 @@ def ablation_rows(preset: str) -> list[Row]:
         Row("identity + teacher logra + labels", "2 (logra)", {}, ("logra",)),
         Row("identity + teacher bm25_response+logra + labels", "1+2", {}, TEACHER),
         Row("1+2, paper text view", "view off", PAPER_TEXT, TEACHER),
+        Row(
+            "1+2, unigram BM25 in the hybrid (no n-grams)",
+            "n-grams off",
+            {"lexical": unigrams},
+            TEACHER,
+        ),
         Row("1+2, no token bag", "bag off", no_bag, TEACHER),
+        Row(
+            "1+2, no token bag, unigram BM25",
+            "bag, n-grams off",
+            {**no_bag, "lexical": unigrams},
+            TEACHER,
+        ),
         Row(
             "1+2, no token bag, BM25 over the whole response",
             "read tokens off",
