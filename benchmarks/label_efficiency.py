@@ -15,7 +15,8 @@ per text view (features cached in the work folder) and a row trains in seconds. 
   text and on the response view, a random start (the paper's initialisation), the identity start
   trained on labels, then teacher pre-training (BM25 over target-LM response tokens, LoGra on θ₀,
   or both fused) before the labels, teacher pre-training alone, and the default recipe with the
-  paper's text view, with unigram BM25 instead of the n-gram term, without the token bag (also
+  paper's text view, with the token bag on long queries too (no cut-off) or as a plain mean (no
+  idf), with unigram BM25 instead of the n-gram term, without the token bag (also
   with unigrams), then also with BM25 over the whole response instead of the tokens the LM
   reads, or with the paper's BM25 (words of the question-and-answer text) as the hybrid's
   lexical term;
@@ -100,9 +101,12 @@ class Scored:
     losses: np.ndarray
     lexical_lds: dict[str, tuple[float, float]]  # name -> BM25 alone (mean, stderr)
 
-    def hybrid(self, embeddings: np.ndarray, lexical: Bm25Config, weight: float) -> np.ndarray:
-        """``(n_targets, n_subsets)`` hybrid group scores with the ``lexical`` BM25 term."""
-        dots = embeddings[self.split.targets] @ embeddings[self.pool_rows].T
+    def hybrid(
+        self, queries: np.ndarray, documents: np.ndarray, lexical: Bm25Config, weight: float
+    ) -> np.ndarray:
+        """``(n_targets, n_subsets)`` hybrid group scores with the ``lexical`` BM25 term; targets
+        read ``queries`` rows, the pool ``documents`` rows."""
+        dots = queries[self.split.targets] @ documents[self.pool_rows].T
         names = [n for n, known in self.terms.items() if known.to_dict() == lexical.to_dict()]
         if not names:
             raise ValueError(f"BM25 settings {lexical} are none of {list(self.terms)}")
@@ -132,7 +136,16 @@ class Row:
     overrides: Mapping[str, Any]
     teacher: tuple[str, ...] = ()
     subsets: int | None = None
+    bag: str = "recipe"  # a key of BAG_VARIANTS
 
+
+BAG_VARIANTS = {
+    "recipe": {},
+    "no query cut-off": {"max_query_tokens": 0},
+    "plain mean": {"idf_weighted": False},
+}
+"""Token bags compared (``TokenBag`` settings over the recipe's: idf-weighted, queries past
+``token_bag_max_query_tokens`` without a bag)."""
 
 PAPER_TEXT = {"text_view": "question_answer"}
 PAPER_BM25 = {"lexical": Bm25Config()}
@@ -167,6 +180,14 @@ def ablation_rows(preset: str) -> list[Row]:
             {"lexical": unigrams},
             TEACHER,
         ),
+        Row(
+            "1+2, token bag on long queries too",
+            "bag cut-off off",
+            {},
+            TEACHER,
+            bag="no query cut-off",
+        ),
+        Row("1+2, plain-mean token bag (no idf)", "bag idf off", {}, TEACHER, bag="plain mean"),
         Row("1+2, no token bag", "bag off", no_bag, TEACHER),
         Row(
             "1+2, no token bag, unigram BM25",
@@ -235,7 +256,7 @@ class Context:
     held: SplitLabels
     examples: dict[str, Example]
     tokenizer: Any  # the target LM's, for BM25 over its tokens
-    bags: np.ndarray  # (n_rows, d_lm) float32 token bags (fitted on the label corpus), weight 1
+    bags: dict[str, tuple[np.ndarray, np.ndarray]]  # BAG_VARIANTS key -> (documents, queries)
 
 
 def prepare(args: argparse.Namespace) -> Context:
@@ -314,9 +335,17 @@ def prepare(args: argparse.Namespace) -> Context:
         sets[name] = scored(name, fs, truth.labels, slice(None))
 
     train_fs = feature_splits(train_splits, row_of)
-    bag = TokenBag.from_model(base_model, tokenizer, config.lexical.lm_max_length)
-    bag.fit([examples[i] for i in split_example_ids(splits)])  # the label corpus, as training
-    bags = bag.encode([examples[i] for i in ids])  # every row: label corpus and evaluation sets
+    bags = {}  # (n_rows, d_lm) float32 at weight 1, every row: label corpus and evaluation sets
+    rows = [examples[i] for i in ids]
+    for variant, settings in BAG_VARIANTS.items():
+        bag = TokenBag.from_model(
+            base_model,
+            tokenizer,
+            config.lexical.lm_max_length,
+            **{"max_query_tokens": config.token_bag_max_query_tokens, **settings},
+        )
+        bag.fit([examples[i] for i in split_example_ids(splits)])  # the label corpus, as training
+        bags[variant] = (bag.encode(rows), bag.encode_queries(rows))
     return Context(
         config,
         features,
@@ -394,20 +423,22 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
         "best_step": result.best_step,
         "train_seconds": round(seconds, 1),
     }
-    bags = ctx.bags if run_config.token_bag_weights else None
+    bags = ctx.bags[row.bag] if run_config.token_bag_weights else None
     choice = choose_hybrid_weights(
         embeddings, bags, list(row_of), [ctx.held], ctx.examples, run_config, ctx.tokenizer
     )
     weight = choice["lexical_weight"]
     record["lexical_weight"] = weight
     record["token_bag_weight"] = choice["token_bag_weight"]
-    if choice["token_bag_weight"] > 0:
+    queries = documents = embeddings
+    if bags is not None and choice["token_bag_weight"] > 0:
         scale = np.float32(np.sqrt(choice["token_bag_weight"]))
-        embeddings = np.concatenate([embeddings, scale * ctx.bags], axis=1)
+        documents = np.concatenate([embeddings, scale * bags[0]], axis=1)
+        queries = np.concatenate([embeddings, scale * bags[1]], axis=1)
     for name, scored in ctx.sets.items():
         plain = group_scores(
-            embeddings[scored.split.targets],
-            embeddings,
+            queries[scored.split.targets],
+            documents,
             scored.split.membership,
             scored.split.mask,
             run_config.pooling,
@@ -415,7 +446,9 @@ def evaluate_row(ctx: Context, row: Row, overrides: Mapping[str, Any]) -> dict[s
         res = lds_of(plain, scored.losses)
         record[name] = (res.mean, res.stderr)
         if weight > 0:
-            res = lds_of(scored.hybrid(embeddings, run_config.lexical, weight), scored.losses)
+            res = lds_of(
+                scored.hybrid(queries, documents, run_config.lexical, weight), scored.losses
+            )
         record[f"{name} hybrid"] = (res.mean, res.stderr)
     return record
 

@@ -15,8 +15,10 @@ Rows:
 - BM25 over the bigrams and over the trigrams of those tokens alone, and the hybrid's lexical
   term: unigrams, bigrams and trigrams z-scored per target and weighted 1 : 1 : 0.5
   (``LEXICAL_NGRAM_WEIGHTS``);
-- the token bag (``encoder.token_bag``, fitted on the split's examples) alone and added to
-  ``bm25_response`` or to the n-gram term as the hybrid adds it: z(bag·bag) + 8·z(lexical);
+- the token bag (``encoder.token_bag``, fitted on the split's examples, the targets encoded as
+  queries) as a plain mean, idf-weighted, and as the recipe encodes it (idf-weighted, no bag for a
+  target past ``token_bag_max_query_tokens``), alone and added to ``bm25_response`` or to the
+  n-gram term as the hybrid adds it: z(bag·bag) + 8·z(lexical);
 - with ``--logra``: LoGra on the base LM θ₀, and its per-target z-score sum with
   ``bm25_response`` (how much the gradient signal adds to token overlap);
 - the target-independent part: LDS of the other targets' mean label (leave one out) and the
@@ -26,7 +28,8 @@ A second table splits the targets of all splits by how many response tokens the 
 gives the mean per-target gain of each fused row over ``bm25_response``. A third is where the
 n-gram weights come from: LDS of 1·z(uni) + a_2·z(bi) + a_3·z(tri) over a grid, on the training
 splits with the held-out split's validation targets (the recipe's ``validation_max_targets``
-first ones), which choose, and on its remaining test targets, which only confirm.
+first ones), which choose, and on its remaining test targets, which only confirm. A fourth
+chooses the token bag's query cut-off the same way.
 
     .venv/bin/python -m benchmarks.label_signal --preset mini [--logra] [--base-steps N]
 """
@@ -38,6 +41,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -66,6 +70,11 @@ from tasks.ground_truth import import_p3_holdout
 BIGRAMS = "bm25, bigrams of the response tokens the LM reads"
 TRIGRAMS = "bm25, trigrams of the response tokens the LM reads"
 NGRAMS = "the hybrid's lexical term: uni + bi + 0.5 · tri, each z-scored"
+BAG_PLAIN = "token bag, plain mean"
+BAG_IDF = "token bag, idf-weighted"
+BAG = "token bag as the recipe encodes it (idf, none on long queries)"
+CUT_OFF_GRID = (2, 4, 8, 16, 32, 0)
+"""Query cut-offs of the token bag the grid scores (0 = none)."""
 NGRAM_GRID = [(a2, a3) for a2 in (0.0, 0.25, 0.5, 1.0, 2.0) for a3 in (0.0, 0.25, 0.5, 1.0)]
 """(a_2, a_3) weights of bigrams and trigrams beside unigrams (weight 1) that the grid scores."""
 
@@ -101,10 +110,14 @@ def encoder_scorer(view: str, config: EncoderTrainConfig) -> Scorer:
     return score
 
 
-def token_bag_scorer(model: object, tokenizer: object, max_length: int) -> Scorer:
+def token_bag_scorer(model: object, tokenizer: object, max_length: int, **settings: Any) -> Scorer:
+    """Token bags (``TokenBag`` with ``settings``) fitted on the split's targets and pool; the
+    targets are encoded as queries."""
+
     def score(targets: list[Example], pool: list[Example]) -> np.ndarray:
-        bags = TokenBag.from_model(model, tokenizer, max_length).fit_encode([*targets, *pool])
-        return bags[: len(targets)] @ bags[len(targets) :].T
+        bag = TokenBag.from_model(model, tokenizer, max_length, **settings)
+        bags = bag.fit_encode([*targets, *pool])
+        return bag.encode_queries(targets) @ bags[len(targets) :].T
 
     return score
 
@@ -147,22 +160,29 @@ def print_gains_by_length(gains: dict[str, list[np.ndarray]], lengths: np.ndarra
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def print_ngram_grid(grid: dict[tuple[float, float], list[np.ndarray]], n_validation: int) -> None:
-    """LDS ×100 of 1·z(uni) + a_2·z(bi) + a_3·z(tri) per cell: the mean over the training splits
+def print_choice_grid(
+    title: str,
+    columns: Sequence[str],
+    grid: dict[tuple[str, ...], list[np.ndarray]],
+    n_validation: int,
+    recipe: tuple[str, ...],
+) -> None:
+    """LDS ×100 per grid cell (per-split per-target arrays): the mean over the training splits
     and the held-out split's first ``n_validation`` targets (what chooses), and over its other
-    targets (the test half, which only confirms); best choosing cells first."""
+    targets (the test half, which only confirms); best choosing cells first, the ``recipe`` cell
+    marked."""
     rows = []
-    for (a2, a3), per_split in grid.items():
+    for cell, per_split in grid.items():
         *train, held_out = per_split
         choose = np.mean([t.mean() for t in train] + [held_out[:n_validation].mean()])
-        rows.append((choose, held_out[n_validation:].mean(), a2, a3))
+        rows.append((choose, held_out[n_validation:].mean(), cell))
     rows.sort(key=lambda row: -row[0])
-    print("\nN-gram weights (unigram weight 1): choosing on the training splits + validation\n")
-    print("| a_2 (bigrams) | a_3 (trigrams) | training + validation | held-out test half |")
-    print("|---|---|---|---|")
-    for choose, test, a2, a3 in rows:
-        recipe = " (recipe)" if (1.0, a2, a3) == LEXICAL_NGRAM_WEIGHTS else ""
-        print(f"| {a2:g}{recipe} | {a3:g} | {100 * choose:.2f} | {100 * test:.2f} |")
+    print(f"\n{title}: chosen on the training splits + validation\n")
+    print("| " + " | ".join(columns) + " | training + validation | held-out test half |")
+    print("|---" * (len(columns) + 2) + "|")
+    for choose, test, cell in rows:
+        mark = " (recipe)" if cell == recipe else ""
+        print(f"| {' | '.join(cell)}{mark} | {100 * choose:.2f} | {100 * test:.2f} |")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -185,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     config = EncoderTrainConfig.preset(args.preset)
     response = Bm25ResponseConfig.preset(args.preset)
+    read, cut_off = response.lm_max_length, config.token_bag_max_query_tokens
     lexical = "bm25_response: the response tokens the LM reads"
     rows: dict[str, Scorer] = {
         "bm25, question+answer words (paper baseline)": bm25_scorer(Bm25Config()),
@@ -201,14 +222,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         NGRAMS: bm25_scorer(response.replace(ngram_weights=LEXICAL_NGRAM_WEIGHTS), tokenizer),
         "MiniLM cosine, question+answer": encoder_scorer("question_answer", config),
         "MiniLM cosine, response": encoder_scorer("response", config),
-        "token bag": token_bag_scorer(model, tokenizer, response.lm_max_length),
+        BAG_PLAIN: token_bag_scorer(model, tokenizer, read, idf_weighted=False),
+        BAG_IDF: token_bag_scorer(model, tokenizer, read),
+        BAG: token_bag_scorer(model, tokenizer, read, max_query_tokens=cut_off),
     }
     if args.logra:
         rows["logra on θ₀"] = method_scorer("logra", model, tokenizer, args.preset)
     table: dict[str, list[float]] = {name: [] for name in rows}
     fusions = {  # name -> (lexical row, added row, its weight relative to the lexical row)
-        "bm25_response + token bag: z(bag) + 8 · z(bm25)": (lexical, "token bag", 1 / 8),
-        "n-gram term + token bag: z(bag) + 8 · z(n-grams)": (NGRAMS, "token bag", 1 / 8),
+        "bm25_response + plain-mean bag: z(bag) + 8 · z(bm25)": (lexical, BAG_PLAIN, 1 / 8),
+        "n-gram term + plain-mean bag: z(bag) + 8 · z(n-grams)": (NGRAMS, BAG_PLAIN, 1 / 8),
+        "n-gram term + idf bag": (NGRAMS, BAG_IDF, 1 / 8),
+        f"n-gram term + the recipe's bag (none past {cut_off} tokens)": (NGRAMS, BAG, 1 / 8),
     }
     if args.logra:
         fusions["bm25_response + 0.5 · logra (z-scored)"] = (lexical, "logra on θ₀", 0.5)
@@ -217,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     extra |= {"target-independent (other targets' mean label)": [], "mean pairwise ρ": []}
     gains: dict[str, list[np.ndarray]] = {name: [] for name in (NGRAMS, *fusions)}
     grid: dict[tuple[float, float], list[np.ndarray]] = {cell: [] for cell in NGRAM_GRID}
+    cut_offs: dict[int, list[np.ndarray]] = {cell: [] for cell in CUT_OFF_GRID}
     read_lengths: list[int] = []
     for split in splits:
         pool_ids, membership = split_pool(split)
@@ -240,10 +266,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             h = zscore_rows(scores[lexical]) + a2 * zscore_rows(scores[BIGRAMS])
             h += a3 * zscore_rows(scores[TRIGRAMS])
             grid[a2, a3].append(lds_of(sum_group_scores(h, membership), split.losses).per_target)
-        read_lengths += [
-            len(read_token_ids(tokenizer, t.prompt, t.response, response.lm_max_length, True))
-            for t in targets
-        ]
+        lengths = np.asarray(
+            [len(read_token_ids(tokenizer, t.prompt, t.response, read, True)) for t in targets]
+        )
+        for cell in CUT_OFF_GRID:
+            keep = lengths <= cell if cell else np.ones(len(lengths), bool)
+            bag_scores = scores[BAG_IDF] * keep[:, None]
+            h = zscore_rows(scores[NGRAMS]) + zscore_rows(bag_scores) / 8
+            cut_offs[cell].append(lds_of(sum_group_scores(h, membership), split.losses).per_target)
+        read_lengths += lengths.tolist()
         consensus, rho = target_independent(split)
         extra["target-independent (other targets' mean label)"].append(consensus)
         extra["mean pairwise ρ"].append(rho)
@@ -266,7 +297,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             + (f" | {mean:.1f} |" if scale == 100 else f" | {mean:.3f} |")
         )
     print_gains_by_length(gains, np.asarray(read_lengths))
-    print_ngram_grid(grid, config.validation_max_targets)
+    print_choice_grid(
+        "N-gram weights (unigram weight 1)",
+        ["a_2 (bigrams)", "a_3 (trigrams)"],
+        {(f"{a2:g}", f"{a3:g}"): v for (a2, a3), v in grid.items()},
+        config.validation_max_targets,
+        tuple(f"{a:g}" for a in LEXICAL_NGRAM_WEIGHTS[1:]),
+    )
+    print_choice_grid(
+        "Token bag query cut-off: z(n-grams) + z(idf bag) / 8, no bag past the cut-off",
+        ["cut-off (tokens; 0 = none)"],
+        {(str(cell),): v for cell, v in cut_offs.items()},
+        config.validation_max_targets,
+        (str(cut_off),),
+    )
     command = shlex.join([".venv/bin/python", "-m", "benchmarks.label_signal", *sys.argv[1:]])
     print(f"\nReproduce: `{command}` ({time.perf_counter() - started:.0f} s)")
 

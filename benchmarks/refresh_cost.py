@@ -132,7 +132,7 @@ def main() -> None:
     f16 = load_view(store, half.view)
     with open(sample_data_dir() / "gsm8k" / "test.jsonl", encoding="utf-8") as f:
         tests = [json.loads(line) for line in itertools.islice(f, args.queries)]
-    queries = encoder.encode_examples(
+    queries = encoder.encode_queries(
         [Example(str(i), r["question"], r["answer"]) for i, r in enumerate(tests)]
     )
     s32 = queries @ np.asarray(f32.embeddings).T

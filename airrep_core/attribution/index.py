@@ -43,9 +43,19 @@ from airrep_core.methods.lexical import Bm25Attributor
 
 
 class ExampleEncoder(Protocol):
-    """What the index needs of an encoder: ``AirRepEncoder.encode_examples`` ``(n, d)`` float32."""
+    """What embedding a store needs of an encoder: ``AirRepEncoder.encode_examples`` ``(n, d)``
+    float32 (the stored side)."""
 
     def encode_examples(
+        self, examples: Sequence[Example], batch_size: int = 64, *, precision: str = "float32"
+    ) -> np.ndarray: ...
+
+
+class QueryEncoder(Protocol):
+    """What the index needs of an encoder: ``AirRepEncoder.encode_queries`` ``(n, d)`` float32
+    (the stored rows came from its ``encode_examples``)."""
+
+    def encode_queries(
         self, examples: Sequence[Example], batch_size: int = 64, *, precision: str = "float32"
     ) -> np.ndarray: ...
 
@@ -168,7 +178,7 @@ class AttributionIndex:
 
     def __init__(
         self,
-        encoder: ExampleEncoder,
+        encoder: QueryEncoder,
         embeddings: np.ndarray,
         example_ids: Sequence[str] | np.ndarray,
         config: SearchConfig | None = None,
@@ -222,7 +232,7 @@ class AttributionIndex:
     def embed(self, queries: Sequence[Example], source: str = "queries") -> np.ndarray:
         """``(n_query, d)`` float32 embeddings of the queries (checked by :func:`check_queries`)."""
         check_queries(queries, source)
-        vectors = self.encoder.encode_examples(
+        vectors = self.encoder.encode_queries(
             list(queries), self.config.batch_size, precision=self.config.precision
         )
         return np.asarray(vectors, dtype=np.float32)

@@ -27,12 +27,14 @@ EFFICIENT_RECIPE: Mapping[str, Any] = {
     "text_view": "response",
     "lexical_weights": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
     "token_bag_weights": (0.25, 1.0, 4.0, 16.0, 64.0),
+    "token_bag_max_query_tokens": 8,
 }
 """What the label-efficient presets share (tiny and mini). The response view (encoder and BM25),
 BM25 over the target LM's tokens (exactly those it reads: ``Bm25ResponseConfig``'s, so
 ``bm25_response`` is its unigram part alone), its n-grams (``LEXICAL_NGRAM_WEIGHTS``) and the
 token bag were chosen on the mini label splits (the target LM's loss and fine-tuning read only
-response tokens): see the closing notes of issue 15."""
+response tokens), as were the bag's idf weighting and its query cut-off at 8 tokens (the bag
+helps targets of a few tokens and costs on long ones): see the closing notes of issue 15."""
 
 LEXICAL_NGRAM_WEIGHTS = (1.0, 1.0, 0.5)
 """The hybrid's lexical term: unigrams, bigrams and trigrams of the response tokens the target
@@ -199,6 +201,11 @@ class EncoderTrainConfig(StageConfig):
         "product adds w·bag·bag); chosen with λ on validation, or none when that validates "
         "better (empty = never; needs lexical.tokens='target_lm' with lm_max_length > 0)",
     )
+    token_bag_max_query_tokens: int = help_field(
+        0,
+        "efficient recipe: a query (the attributed example) whose response the LM reads in more "
+        "tokens than this gets no token bag, only the stored side always has one (0 = no cut-off)",
+    )
     teacher_subset_size: int = help_field(
         50, "examples per teacher pseudo-subset (drawn from the teacher's candidates)"
     )
@@ -286,6 +293,14 @@ class EncoderTrainConfig(StageConfig):
             self.token_bag_weights,
             "empty unless recipe='efficient' and lexical reads target-LM tokens "
             "(tokens='target_lm', lm_max_length > 0)",
+        )
+        require(
+            isinstance(self.token_bag_max_query_tokens, int)
+            and self.token_bag_max_query_tokens >= 0,
+            self,
+            "token_bag_max_query_tokens",
+            self.token_bag_max_query_tokens,
+            "an int >= 0 (0 = no cut-off)",
         )
         require(self.text_view in TEXT_VIEWS, self, "text_view", self.text_view, str(TEXT_VIEWS))
         require(self.teacher_steps >= 0, self, "teacher_steps", self.teacher_steps, ">= 0")

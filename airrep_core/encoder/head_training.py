@@ -134,14 +134,26 @@ def train_encoder_head(
             raise ValueError("this recipe reads the target LM: pass lexical_tokenizer=")
         with torch.no_grad():
             embeddings = projection(torch.from_numpy(features)).numpy()
-        bag, bags = None, None
+        bag, bags, query_bags = None, None, None
         if config.token_bag_weights:
             if base_model is None:
                 raise ValueError("token_bag_weights need the target LM θ₀: pass base_model=")
-            bag = TokenBag.from_model(base_model, lexical_tokenizer, config.lexical.lm_max_length)
+            bag = TokenBag.from_model(
+                base_model,
+                lexical_tokenizer,
+                config.lexical.lm_max_length,
+                max_query_tokens=config.token_bag_max_query_tokens,
+            )
             bags = bag.fit_encode([examples[i] for i in ids])
+            query_bags = validation_query_bags(bag, bags, row_of, validation_splits, examples)
         choice = choose_hybrid_weights(
-            embeddings, bags, ids, validation_splits, examples, config, lexical_tokenizer
+            embeddings,
+            (bags, query_bags) if bag is not None else None,
+            ids,
+            validation_splits,
+            examples,
+            config,
+            lexical_tokenizer,
         )
         encoder.lexical_weight = choice.pop("lexical_weight")
         bag_weight = choice.pop("token_bag_weight")
@@ -162,9 +174,24 @@ def train_encoder_head(
     return TrainResult(encoder, result.best_step, result.best_validation, result.history)
 
 
+def validation_query_bags(
+    bag: TokenBag,
+    bags: np.ndarray,
+    row_of: Mapping[str, int],
+    splits: Sequence[SplitLabels],
+    examples: Mapping[str, Example],
+) -> np.ndarray:
+    """``bags`` (``(n, d_lm)``, rows ``row_of``) with every target of ``splits`` re-encoded as a
+    query (``TokenBag.encode_queries``: zero past ``max_query_tokens``)."""
+    targets = list(dict.fromkeys(t for split in splits for t in split.target_ids))
+    query_bags = bags.copy()
+    query_bags[[row_of[t] for t in targets]] = bag.encode_queries([examples[t] for t in targets])
+    return query_bags
+
+
 def choose_hybrid_weights(
     embeddings: np.ndarray,
-    bags: np.ndarray | None,
+    bags: tuple[np.ndarray, np.ndarray] | None,
     example_ids: Sequence[str],
     splits: Sequence[SplitLabels],
     examples: Mapping[str, Example],
@@ -177,8 +204,9 @@ def choose_hybrid_weights(
 
     Args:
         embeddings: ``(len(example_ids), d)`` float32 projected embeddings, row i = example_ids[i].
-        bags: ``(len(example_ids), d_lm)`` float32 token bags at weight 1 (``TokenBag``), or
-            None for no token bag.
+        bags: ``(documents, queries)``, each ``(len(example_ids), d_lm)`` float32 token bags at
+            weight 1 (``TokenBag.encode`` and ``encode_queries``: the pool reads the first, the
+            targets the second), or None for no token bag.
     Each candidate appends √w·bag to the embeddings and scores the plain encoder (its own
     pooling) at λ = 0, ``hybrid_group_scores`` with BM25 (``config.lexical``, fitted on each
     split's pool) at λ > 0. Returns ``{"token_bag_weight": w, "lexical_weight": λ,
@@ -200,10 +228,11 @@ def choose_hybrid_weights(
             bm25.fit([examples[m] for m in pool])
             lexical = bm25.score([examples[t] for t in split.target_ids[:n]])
         for w in bag_weights:
-            full = embeddings
+            targets, pool_embeddings = embeddings[target_rows], embeddings[pool_rows]
             if bags is not None and w > 0:
-                full = np.concatenate([embeddings, np.float32(np.sqrt(w)) * bags], axis=1)
-            targets, pool_embeddings = full[target_rows], full[pool_rows]
+                root = np.float32(np.sqrt(w))
+                targets = np.concatenate([targets, root * bags[1][target_rows]], axis=1)
+                pool_embeddings = np.concatenate([pool_embeddings, root * bags[0][pool_rows]], 1)
             plain = group_scores(targets, pool_embeddings, membership, None, config.pooling)
             totals[(w, 0.0)] += lds(plain, losses)
             dots = targets @ pool_embeddings.T

@@ -397,6 +397,19 @@ class AirRepEncoder(nn.Module):
             return dense
         return np.concatenate([dense, self.token_bag.encode(examples)], axis=1)
 
+    def encode_queries(
+        self, examples: Sequence[Example], batch_size: int = 64, *, precision: str = "float32"
+    ) -> np.ndarray:
+        """``(n, dim)`` float32 embeddings of queries (the examples attributed, scored against
+        stored ``encode_examples`` rows): the same, except that the token bag is zero for a query
+        past its ``max_query_tokens`` (``TokenBag.encode_queries``)."""
+        dense = self.encode(
+            [self.example_text(e) for e in examples], batch_size, precision=precision
+        )
+        if self.token_bag is None:
+            return dense
+        return np.concatenate([dense, self.token_bag.encode_queries(examples)], axis=1)
+
     def example_text(self, example: Example) -> str:
         """The encoder's text of an example: its ``text_view`` (DESIGN.md §2), the prompt cut
         to ``max_prompt_words`` in the ``question_answer`` view."""
