@@ -253,7 +253,13 @@ def main() -> None:
     )
     plain = time_airrep(examples[: args.airrep_examples], tokenizer)
     table = torch.randn(len(tokenizer), 256).numpy()  # qwen2-6m's width; only time is measured
-    bag = TokenBag(tokenizer, table, EncoderTrainConfig.preset("mini").lexical.lm_max_length)
+    recipe = EncoderTrainConfig.preset("mini")
+    bag = TokenBag(
+        tokenizer,
+        table,
+        recipe.lexical.lm_max_length,
+        max_query_tokens=recipe.token_bag_max_query_tokens,
+    )
     bag.fit(examples[: args.airrep_examples])
     airrep = time_airrep(examples[: args.airrep_examples], tokenizer, 1.0, bag)
     for row in (plain, airrep):
