@@ -102,8 +102,13 @@ class AirRepAttributor(Attributor):
         """How subset scores are formed (for the report)."""
         bag = self.encoder.token_bag
         dot = f"dot incl. token bag w={bag.weight:g}" if bag is not None else "dot"
+        if bag is not None and bag.max_query_tokens:
+            dot += f" on queries of ≤ {bag.max_query_tokens} tokens"
         if self.lexical is not None:
-            return f"sum of hybrid scores (z-scored {dot} + {self.encoder.lexical_weight:g}·BM25)"
+            weights = self.encoder.lexical.ngram_weights
+            orders = [str(n) for n, a in enumerate(weights, start=1) if a > 0]
+            bm25 = "BM25" if orders == ["1"] else f"BM25 of {','.join(orders)}-grams"
+            return f"sum of hybrid scores (z-scored {dot} + {self.encoder.lexical_weight:g}·{bm25})"
         rule = method_spec(self.name).group_rule
         return f"{rule} ({dot})" if bag is not None else rule
 
