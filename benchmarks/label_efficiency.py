@@ -154,7 +154,7 @@ TEACHER = ("bm25_response", "logra")
 
 def ablation_rows(preset: str) -> list[Row]:
     """Each lever on and off (the default recipe is the 'identity + teacher + labels' row, with
-    the token bag and BM25 over the response tokens the LM reads)."""
+    the idf-weighted token bag and BM25 over the n-grams of the response tokens the LM reads)."""
     no_bag = {"token_bag_weights": ()}
     terms = lexical_terms(preset)
     whole, unigrams = terms["bm25_response, whole response"], terms["bm25_response"]

@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lexical: bm25_scorer(response, tokenizer),
         BIGRAMS: bm25_scorer(response.replace(ngram_weights=(0.0, 1.0)), tokenizer),
         TRIGRAMS: bm25_scorer(response.replace(ngram_weights=(0.0, 0.0, 1.0)), tokenizer),
-        NGRAMS: bm25_scorer(response.replace(ngram_weights=LEXICAL_NGRAM_WEIGHTS), tokenizer),
+        NGRAMS: bm25_scorer(config.lexical, tokenizer),
         "MiniLM cosine, question+answer": encoder_scorer("question_answer", config),
         "MiniLM cosine, response": encoder_scorer("response", config),
         BAG_PLAIN: token_bag_scorer(model, tokenizer, read, idf_weighted=False),
