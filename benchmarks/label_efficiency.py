@@ -336,16 +336,18 @@ def prepare(args: argparse.Namespace) -> Context:
 
     train_fs = feature_splits(train_splits, row_of)
     bags = {}  # (n_rows, d_lm) float32 at weight 1, every row: label corpus and evaluation sets
-    rows = [examples[i] for i in ids]
+    reader = TokenBag.from_model(base_model, tokenizer, config.lexical.lm_max_length)
+    corpus_tokens = reader.read_tokens([examples[i] for i in split_example_ids(splits)])
+    row_tokens = reader.read_tokens([examples[i] for i in ids])
     for variant, settings in BAG_VARIANTS.items():
-        bag = TokenBag.from_model(
-            base_model,
+        bag = TokenBag(
             tokenizer,
-            config.lexical.lm_max_length,
+            reader.table,
+            reader.max_length,
             **{"max_query_tokens": config.token_bag_max_query_tokens, **settings},
         )
-        bag.fit([examples[i] for i in split_example_ids(splits)])  # the label corpus, as training
-        bags[variant] = (bag.encode(rows), bag.encode_queries(rows))
+        bag.fit_tokens(corpus_tokens)  # the label corpus, as training
+        bags[variant] = (bag.encode_tokens(row_tokens), bag.encode_tokens(row_tokens, queries=True))
     return Context(
         config,
         features,

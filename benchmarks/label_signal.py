@@ -15,9 +15,9 @@ Rows:
 - BM25 over the bigrams and over the trigrams of those tokens alone, and the hybrid's lexical
   term: unigrams, bigrams and trigrams z-scored per target and weighted 1 : 1 : 0.5
   (``LEXICAL_NGRAM_WEIGHTS``);
-- the token bag (``encoder.token_bag``, fitted on the split's examples, the targets encoded as
-  queries) as a plain mean, idf-weighted, and as the recipe encodes it (idf-weighted, no bag for a
-  target past ``token_bag_max_query_tokens``), alone and added to ``bm25_response`` or to the
+- the token bag (``encoder.token_bag``, fitted on the split's examples) as a plain mean,
+  idf-weighted, and as the recipe encodes it (idf-weighted, no bag for a target past
+  ``token_bag_max_query_tokens``), alone and added to ``bm25_response`` or to the
   n-gram term as the hybrid adds it: z(bag·bag) + 8·z(lexical);
 - with ``--logra``: LoGra on the base LM θ₀, and its per-target z-score sum with
   ``bm25_response`` (how much the gradient signal adds to token overlap);
@@ -72,7 +72,7 @@ TRIGRAMS = "bm25, trigrams of the response tokens the LM reads"
 NGRAMS = "the hybrid's lexical term: uni + bi + 0.5 · tri, each z-scored"
 BAG_PLAIN = "token bag, plain mean"
 BAG_IDF = "token bag, idf-weighted"
-BAG = "token bag as the recipe encodes it (idf, none on long queries)"
+BAG = "token bag as the recipe encodes it (idf, none on long queries)"  # derived from BAG_IDF
 CUT_OFF_GRID = (2, 4, 8, 16, 32, 0)
 """Query cut-offs of the token bag the grid scores (0 = none)."""
 NGRAM_GRID = [(a2, a3) for a2 in (0.0, 0.25, 0.5, 1.0, 2.0) for a3 in (0.0, 0.25, 0.5, 1.0)]
@@ -111,15 +111,22 @@ def encoder_scorer(view: str, config: EncoderTrainConfig) -> Scorer:
 
 
 def token_bag_scorer(model: object, tokenizer: object, max_length: int, **settings: Any) -> Scorer:
-    """Token bags (``TokenBag`` with ``settings``) fitted on the split's targets and pool; the
-    targets are encoded as queries."""
+    """Token bags (``TokenBag`` with ``settings``, no query cut-off) fitted on the split's targets
+    and pool."""
 
     def score(targets: list[Example], pool: list[Example]) -> np.ndarray:
         bag = TokenBag.from_model(model, tokenizer, max_length, **settings)
-        bags = bag.fit_encode([*targets, *pool])
-        return bag.encode_queries(targets) @ bags[len(targets) :].T
+        bags = bag.fit_tokens(bag.read_tokens([*targets, *pool]))  # one read of each example
+        return bags[: len(targets)] @ bags[len(targets) :].T
 
     return score
+
+
+def bag_cut_off(scores: np.ndarray, lengths: np.ndarray, cut_off: int) -> np.ndarray:
+    """``(n_targets, n_pool)`` bag scores with the rows of targets reading more than
+    ``cut_off`` tokens (``lengths``) zeroed, as ``TokenBag.encode_queries`` zeroes their bags
+    (0 = no cut-off)."""
+    return scores * (lengths <= cut_off if cut_off else np.ones(len(lengths), bool))[:, None]
 
 
 def method_scorer(name: str, model: object, tokenizer: object, preset: str) -> Scorer:
@@ -224,11 +231,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "MiniLM cosine, response": encoder_scorer("response", config),
         BAG_PLAIN: token_bag_scorer(model, tokenizer, read, idf_weighted=False),
         BAG_IDF: token_bag_scorer(model, tokenizer, read),
-        BAG: token_bag_scorer(model, tokenizer, read, max_query_tokens=cut_off),
     }
     if args.logra:
         rows["logra on θ₀"] = method_scorer("logra", model, tokenizer, args.preset)
-    table: dict[str, list[float]] = {name: [] for name in rows}
+    table: dict[str, list[float]] = {name: [] for name in [*rows, BAG]}  # BAG: cut BAG_IDF
     fusions = {  # name -> (lexical row, added row, its weight relative to the lexical row)
         "bm25_response + plain-mean bag: z(bag) + 8 · z(bm25)": (lexical, BAG_PLAIN, 1 / 8),
         "n-gram term + plain-mean bag: z(bag) + 8 · z(n-grams)": (NGRAMS, BAG_PLAIN, 1 / 8),
@@ -248,9 +254,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         pool_ids, membership = split_pool(split)
         pool = [examples[i] for i in pool_ids]
         targets = [examples[i] for i in split.target_ids]
-        scores = {}
-        for name, scorer in rows.items():
-            scores[name] = scorer(targets, pool)
+        lengths = np.asarray(
+            [len(read_token_ids(tokenizer, t.prompt, t.response, read, True)) for t in targets]
+        )
+        scores = {name: scorer(targets, pool) for name, scorer in rows.items()}
+        scores[BAG] = bag_cut_off(scores[BAG_IDF], lengths, cut_off)
+        for name in table:
             table[name].append(
                 lds_of(sum_group_scores(scores[name], membership), split.losses).mean
             )
@@ -266,12 +275,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             h = zscore_rows(scores[lexical]) + a2 * zscore_rows(scores[BIGRAMS])
             h += a3 * zscore_rows(scores[TRIGRAMS])
             grid[a2, a3].append(lds_of(sum_group_scores(h, membership), split.losses).per_target)
-        lengths = np.asarray(
-            [len(read_token_ids(tokenizer, t.prompt, t.response, read, True)) for t in targets]
-        )
         for cell in CUT_OFF_GRID:
-            keep = lengths <= cell if cell else np.ones(len(lengths), bool)
-            bag_scores = scores[BAG_IDF] * keep[:, None]
+            bag_scores = bag_cut_off(scores[BAG_IDF], lengths, cell)
             h = zscore_rows(scores[NGRAMS]) + zscore_rows(bag_scores) / 8
             cut_offs[cell].append(lds_of(sum_group_scores(h, membership), split.losses).per_target)
         read_lengths += lengths.tolist()

@@ -67,11 +67,17 @@ def test_bench_tiny_scores_every_method_with_a_noise_ceiling(bench):
     assert ceiling["n_subsets"] == 4
     by_method = {r["method"]: r for r in rows}
     # The tiny preset's recipe may pick the hybrid score on its held-out labels: then AirRep
-    # also stores the BM25 of its lexical term (the recipe's: bm25_response's settings) and sums
-    # hybrid scores over a subset; with a token bag its embedding is 384 + the LM's width wide.
+    # also stores the BM25 of its lexical term (the recipe's: bm25_response's settings with
+    # n-grams) over the ground truth's pool and sums hybrid scores over a subset; with a token
+    # bag its embedding is 384 + the LM's width wide.
     encoder = load_encoder(bench.store, result.encoder_ref)
     weight = encoder.lexical_weight
-    lexical_floats = by_method["bm25_response"]["storage_floats_per_example"] if weight else 0
+    lexical_floats = 0.0
+    if weight:
+        (truth_ref,) = bench.store.list(ground_truth.GROUND_TRUTH_STAGE)
+        lexical = Bm25Attributor(encoder.lexical, tokenizer=encoder.lexical_tokenizer)
+        lexical.fit(list(ground_truth.load_ground_truth(bench.store, truth_ref).pool))
+        lexical_floats = lexical.storage_floats_per_example
     assert encoder.dim == 384 + (encoder.token_bag.dim if encoder.token_bag else 0)
     assert by_method["airrep"]["storage_floats_per_example"] == pytest.approx(
         encoder.dim + lexical_floats

@@ -144,8 +144,9 @@ def train_encoder_head(
                 config.lexical.lm_max_length,
                 max_query_tokens=config.token_bag_max_query_tokens,
             )
-            bags = bag.fit_encode([examples[i] for i in ids])
-            query_bags = validation_query_bags(bag, bags, row_of, validation_splits, examples)
+            tokens = bag.read_tokens([examples[i] for i in ids])
+            bags = bag.fit_tokens(tokens)
+            query_bags = bag.encode_tokens(tokens, queries=True)
         choice = choose_hybrid_weights(
             embeddings,
             (bags, query_bags) if bag is not None else None,
@@ -174,21 +175,6 @@ def train_encoder_head(
     return TrainResult(encoder, result.best_step, result.best_validation, result.history)
 
 
-def validation_query_bags(
-    bag: TokenBag,
-    bags: np.ndarray,
-    row_of: Mapping[str, int],
-    splits: Sequence[SplitLabels],
-    examples: Mapping[str, Example],
-) -> np.ndarray:
-    """``bags`` (``(n, d_lm)``, rows ``row_of``) with every target of ``splits`` re-encoded as a
-    query (``TokenBag.encode_queries``: zero past ``max_query_tokens``)."""
-    targets = list(dict.fromkeys(t for split in splits for t in split.target_ids))
-    query_bags = bags.copy()
-    query_bags[[row_of[t] for t in targets]] = bag.encode_queries([examples[t] for t in targets])
-    return query_bags
-
-
 def choose_hybrid_weights(
     embeddings: np.ndarray,
     bags: tuple[np.ndarray, np.ndarray] | None,
@@ -205,8 +191,8 @@ def choose_hybrid_weights(
     Args:
         embeddings: ``(len(example_ids), d)`` float32 projected embeddings, row i = example_ids[i].
         bags: ``(documents, queries)``, each ``(len(example_ids), d_lm)`` float32 token bags at
-            weight 1 (``TokenBag.encode`` and ``encode_queries``: the pool reads the first, the
-            targets the second), or None for no token bag.
+            weight 1 (``TokenBag.encode_tokens`` without and with ``queries``: the pool reads the
+            first, the targets the second), or None for no token bag.
     Each candidate appends √w·bag to the embeddings and scores the plain encoder (its own
     pooling) at λ = 0, ``hybrid_group_scores`` with BM25 (``config.lexical``, fitted on each
     split's pool) at λ > 0. Returns ``{"token_bag_weight": w, "lexical_weight": λ,

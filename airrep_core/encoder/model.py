@@ -390,12 +390,7 @@ class AirRepEncoder(nn.Module):
     ) -> np.ndarray:
         """``(n, dim)`` float32 embeddings of examples: ``encode`` of their encoder text
         (``example_text``), then the token bag's ``(n, d_lm)`` when the encoder has one."""
-        dense = self.encode(
-            [self.example_text(e) for e in examples], batch_size, precision=precision
-        )
-        if self.token_bag is None:
-            return dense
-        return np.concatenate([dense, self.token_bag.encode(examples)], axis=1)
+        return self._encode_with_bag(examples, batch_size, precision, queries=False)
 
     def encode_queries(
         self, examples: Sequence[Example], batch_size: int = 64, *, precision: str = "float32"
@@ -403,12 +398,18 @@ class AirRepEncoder(nn.Module):
         """``(n, dim)`` float32 embeddings of queries (the examples attributed, scored against
         stored ``encode_examples`` rows): the same, except that the token bag is zero for a query
         past its ``max_query_tokens`` (``TokenBag.encode_queries``)."""
+        return self._encode_with_bag(examples, batch_size, precision, queries=True)
+
+    def _encode_with_bag(
+        self, examples: Sequence[Example], batch_size: int, precision: str, *, queries: bool
+    ) -> np.ndarray:
         dense = self.encode(
             [self.example_text(e) for e in examples], batch_size, precision=precision
         )
         if self.token_bag is None:
             return dense
-        return np.concatenate([dense, self.token_bag.encode_queries(examples)], axis=1)
+        bag = self.token_bag.encode_queries if queries else self.token_bag.encode
+        return np.concatenate([dense, bag(examples)], axis=1)
 
     def example_text(self, example: Example) -> str:
         """The encoder's text of an example: its ``text_view`` (DESIGN.md §2), the prompt cut

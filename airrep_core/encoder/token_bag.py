@@ -101,23 +101,12 @@ class TokenBag:
 
     @classmethod
     def from_model(
-        cls,
-        model: torch.nn.Module,
-        tokenizer: Any,
-        max_length: int,
-        *,
-        idf_weighted: bool = True,
-        max_query_tokens: int = 0,
+        cls, model: torch.nn.Module, tokenizer: Any, max_length: int, **settings: Any
     ) -> TokenBag:
-        """A bag over ``model``'s input embeddings (a transformers causal LM), not yet fitted."""
+        """A bag over ``model``'s input embeddings (a transformers causal LM), not yet fitted;
+        ``settings``: the constructor's keywords (``idf_weighted``, ``max_query_tokens``)."""
         table = model.get_input_embeddings().weight.detach().float().cpu().numpy()
-        return cls(
-            tokenizer,
-            table,
-            max_length,
-            idf_weighted=idf_weighted,
-            max_query_tokens=max_query_tokens,
-        )
+        return cls(tokenizer, table, max_length, **settings)
 
     @property
     def dim(self) -> int:
@@ -150,17 +139,16 @@ class TokenBag:
         return out
 
     def fit(self, examples: Sequence[Example]) -> TokenBag:
-        """Set the idf (when ``idf_weighted``) from the examples, the centre to their mean bag and
-        the scale so that their centred bags have a mean squared norm of 1; returns ``self``."""
-        self.fit_encode(examples)
+        """``fit_tokens`` on the examples' tokens (``read_tokens``); returns ``self``."""
+        self.fit_tokens(self.read_tokens(examples))
         return self
 
-    def fit_encode(self, examples: Sequence[Example]) -> np.ndarray:
-        """``fit`` on ``examples``, then their ``(n, d_lm)`` float32 bags (``encode``), reading
-        each example's tokens once."""
-        if not examples:
+    def fit_tokens(self, tokens: Sequence[Sequence[int]]) -> np.ndarray:
+        """Set the idf (when ``idf_weighted``) from the token lists, the centre to their mean bag
+        and the scale so that their centred bags have a mean squared norm of 1; returns their
+        ``(n, d_lm)`` float32 bags (``encode_tokens``)."""
+        if not tokens:
             raise ValueError("fit needs at least one example")
-        tokens = self.read_tokens(examples)
         if self.idf_weighted:
             self.idf = bm25_idf(tokens, self.table.shape[0])
         means = self.mean_embeddings(tokens)
@@ -169,18 +157,23 @@ class TokenBag:
         self.scale = 1.0 / math.sqrt(mean_square) if mean_square > 0 else 1.0
         return self._finish(means)
 
-    def encode(self, examples: Sequence[Example]) -> np.ndarray:
-        """``(n, d_lm)`` float32 b(z) of each example (module docstring): the stored side."""
-        return self._finish(self.mean_embeddings(self.read_tokens(examples)))
-
-    def encode_queries(self, examples: Sequence[Example]) -> np.ndarray:
-        """``(n, d_lm)`` float32 b(x) of each query: ``encode``, zero for a query that reads more
-        than ``max_query_tokens`` tokens (when > 0)."""
-        tokens = self.read_tokens(examples)
+    def encode_tokens(
+        self, tokens: Sequence[Sequence[int]], *, queries: bool = False
+    ) -> np.ndarray:
+        """``(n, d_lm)`` float32 bags of token lists (``read_tokens``): b(z) of stored examples,
+        or with ``queries`` b(x) of queries, zero for one past ``max_query_tokens`` (when > 0)."""
         bags = self._finish(self.mean_embeddings(tokens))
-        if self.max_query_tokens:
+        if queries and self.max_query_tokens:
             bags[[len(ids) > self.max_query_tokens for ids in tokens]] = 0.0
         return bags
+
+    def encode(self, examples: Sequence[Example]) -> np.ndarray:
+        """``(n, d_lm)`` float32 b(z) of each example (module docstring): the stored side."""
+        return self.encode_tokens(self.read_tokens(examples))
+
+    def encode_queries(self, examples: Sequence[Example]) -> np.ndarray:
+        """``(n, d_lm)`` float32 b(x) of each query (``encode_tokens`` with ``queries``)."""
+        return self.encode_tokens(self.read_tokens(examples), queries=True)
 
     def _finish(self, means: np.ndarray) -> np.ndarray:
         """Centre, scale and weight ``(n, d_lm)`` mean embeddings."""

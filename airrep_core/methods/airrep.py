@@ -74,10 +74,6 @@ class AirRepAttributor(Attributor):
         """``(n, d)`` float32 embeddings Enc(z) of training examples (the stored side)."""
         return self.encoder.encode_examples(examples, self.batch_size, precision=self.precision)
 
-    def embed_queries(self, queries: Sequence[Example]) -> np.ndarray:
-        """``(n, d)`` float32 embeddings of queries (``AirRepEncoder.encode_queries``)."""
-        return self.encoder.encode_queries(queries, self.batch_size, precision=self.precision)
-
     def _fit(self, train: Sequence[Example]) -> None:
         self._train_embeddings = self.embed(train)
         if self.lexical is not None:
@@ -86,7 +82,10 @@ class AirRepAttributor(Attributor):
     def _score(self, queries: Sequence[Example]) -> np.ndarray:
         if self._train_embeddings is None:
             raise NotFittedError("AirRepAttributor is not fitted")
-        scores = example_scores(self.embed_queries(queries), self._train_embeddings)
+        queries_embedded = self.encoder.encode_queries(
+            queries, self.batch_size, precision=self.precision
+        )
+        scores = example_scores(queries_embedded, self._train_embeddings)
         if self.lexical is None:
             return scores
         return hybrid_scores(scores, self.lexical.score(queries), self.encoder.lexical_weight)

@@ -18,11 +18,7 @@ from safetensors.torch import load_file, save_file
 from airrep_core.attribution.index import AttributionIndex
 from airrep_core.config.baselines import Bm25ResponseConfig
 from airrep_core.config.encoder import EncoderTrainConfig
-from airrep_core.encoder.head_training import (
-    choose_hybrid_weights,
-    split_example_ids,
-    validation_query_bags,
-)
+from airrep_core.encoder.head_training import choose_hybrid_weights, split_example_ids
 from airrep_core.encoder.model import TOKEN_BAG_DIR, AirRepEncoder
 from airrep_core.encoder.scoring import group_scores
 from airrep_core.encoder.token_bag import SETTINGS_FILE, TABLE_FILE, TokenBag
@@ -74,7 +70,7 @@ def test_bag_is_the_centred_scaled_idf_mean_embedding_of_the_labelled_tokens(dat
     train, queries = data
     model, tokenizer = target_lm
     bag = TokenBag.from_model(model, tokenizer, MAX_LENGTH)
-    fitted = bag.fit_encode(train)
+    fitted = bag.fit_tokens(bag.read_tokens(train))
     np.testing.assert_array_equal(fitted, bag.encode(train))  # one pass == fit, then encode
     corpus = labelled_tokens(train, tokenizer)
     n = len(corpus)
@@ -191,9 +187,10 @@ def test_bag_weight_is_chosen_with_lambda_on_validation_labels():
         lexical_weights=(1.0,), token_bag_weights=(0.5, 2.0)
     )
     bag = TokenBag.from_model(model, tokenizer, config.lexical.lm_max_length, max_query_tokens=3)
-    bags = bag.fit_encode([examples[i] for i in ids])
+    tokens = bag.read_tokens([examples[i] for i in ids])
+    bags = bag.fit_tokens(tokens)
     row = {i: k for k, i in enumerate(ids)}
-    query_bags = validation_query_bags(bag, bags, row, splits[2:], examples)
+    query_bags = bag.encode_tokens(tokens, queries=True)
     assert (query_bags != bags).any()  # some targets read more than 3 tokens
     choice = choose_hybrid_weights(
         embeddings, (bags, query_bags), ids, splits[2:], examples, config, tokenizer
